@@ -1,0 +1,3 @@
+from dynadiff_fast.cli import main
+
+raise SystemExit(main())

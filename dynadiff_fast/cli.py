@@ -1,0 +1,129 @@
+"""The ``dynadiff`` command line.
+
+Every command is a ``Command``: a frozen config dataclass plus a ``run(cfg)`` function, defined in
+the module that owns the work. The CLI imports only the module of the command being run (so
+``dynadiff --help`` is fast), turns the config's top-level fields into ``--flags``, and adds
+``--config FILE`` (YAML/TOML) and ``--set key.sub=value`` overrides. It prints the resolved config;
+commands save it beside their outputs with ``dynadiff_fast.config.save_resolved``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+from dynadiff_fast import config as config_mod
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    config: type
+    run: Callable[[Any], int | None]
+    description: str = ""
+
+
+# command words -> (module, help). The module defines COMMAND: Command.
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("info",): ("dynadiff_fast._info", "print build, device and backend facts"),
+    ("simulate",): ("dynadiff_fast.data.simulate", "simulate a system's environments into an HDF5 dataset"),
+    ("zoo", "build"): ("dynadiff_fast.experts.zoo_build", "pretrain the base FNO and fine-tune the expert zoo"),
+    ("train", "vae"): ("dynadiff_fast.generative.train_vae", "train the weight VAE on a zoo"),
+    ("train", "dit"): ("dynadiff_fast.generative.train_dit", "train the latent DiT + prompter"),
+    ("train", "all"): ("dynadiff_fast.generative.train_all", "train the VAE, then the DiT"),
+    ("generate",): ("dynadiff_fast.generative.generate_cli", "generate expert weights from observed frames"),
+    ("evaluate",): ("dynadiff_fast.eval.evaluate_cli", "evaluate DynaDiff and the baselines on a dataset"),
+    ("demo",): ("dynadiff_fast.pipeline.demo", "the whole pipeline on a small preset (the main job)"),
+    ("bench",): ("dynadiff_fast._bench", "run the benchmarks in bench/"),
+}
+
+
+def _top_help() -> str:
+    lines = ["usage: dynadiff COMMAND [options]   (dynadiff COMMAND --help for its options)", "", "commands:"]
+    for words, (_, text) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<14} {text}")
+    return "\n".join(lines)
+
+
+def _flag_type(tp: Any, default: Any) -> dict[str, Any]:
+    if tp is bool or isinstance(default, bool):
+        return {"action": argparse.BooleanOptionalAction}
+    if tp in (int, float, str):
+        return {"type": tp}
+    # tuples, lists, optionals, unions: parse the text as YAML (e.g. "[8, 8]", "null", "3").
+    return {"type": _yaml_value}
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def build_parser(words: Sequence[str], cmd: Command) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dynadiff " + " ".join(words), description=cmd.description or cmd.help,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", default=None, help="YAML or TOML file with config values")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. --set train.lr=1e-4 (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print the resolved config")
+    hints = get_type_hints(cmd.config)
+    for f in dataclasses.fields(cmd.config):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            continue  # nested sections are set with --set section.key=value or the config file
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f.metadata.get("help", "")
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                       help=f"{help_text} (default: {default!r})", **_flag_type(tp, default))
+    return p
+
+
+def _find_command(argv: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
+    for n in (2, 1):
+        words = tuple(argv[:n])
+        if words in COMMANDS:
+            return words, list(argv[n:])
+    groups = sorted({w[0] for w in COMMANDS if len(w) > 1})
+    if argv and argv[0] in groups:
+        subs = [" ".join(w) for w in COMMANDS if w[0] == argv[0]]
+        raise SystemExit(f"dynadiff {argv[0]}: expected one of: {', '.join(subs)}")
+    raise SystemExit(f"dynadiff: unknown command {' '.join(argv[:1])!r}\n\n{_top_help()}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_top_help())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from dynadiff_fast import __version__
+
+        print(__version__)
+        return 0
+    words, rest = _find_command(argv)
+    module, _ = COMMANDS[words]
+    cmd: Command = importlib.import_module(module).COMMAND
+    args = build_parser(words, cmd).parse_args(rest)
+    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cmd.config)}
+    try:
+        cfg = config_mod.load_config(cmd.config, args.config, args.overrides, values)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise SystemExit(f"dynadiff {' '.join(words)}: {err}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not args.quiet:
+        print(f"# dynadiff {' '.join(words)}: resolved config\n" + config_mod.dump_yaml(cfg), flush=True)
+    code = cmd.run(cfg)
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""dynadiff_fast.eval"""

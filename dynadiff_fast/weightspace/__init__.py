@@ -1,0 +1,13 @@
+"""Weight space: stacked experts (BatchedFNO), the weight graph (module <-> ragged node tokens), normalisation."""
+
+from dynadiff_fast._lazy import lazy_exports
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "BatchedFNO": "batched_fno",
+        "WeightGraph": "graph",
+        "NodeTokens": "graph",
+        "WeightNormalizer": "normalization",
+    },
+)
