@@ -68,12 +68,19 @@ def _yaml_value(text: str) -> Any:
 
 def build_parser(words: Sequence[str], cmd: Command) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="dynadiff " + " ".join(words), description=cmd.description or cmd.help,
+        prog="dynadiff " + " ".join(words),
+        description=cmd.description or cmd.help,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", default=None, help="YAML or TOML file with config values")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override, e.g. --set train.lr=1e-4 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. --set train.lr=1e-4 (repeatable)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the resolved config")
     hints = get_type_hints(cmd.config)
     for f in dataclasses.fields(cmd.config):
@@ -82,8 +89,13 @@ def build_parser(words: Sequence[str], cmd: Command) -> argparse.ArgumentParser:
             continue  # nested sections are set with --set section.key=value or the config file
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f.metadata.get("help", "")
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                       help=f"{help_text} (default: {default!r})", **_flag_type(tp, default))
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            help=f"{help_text} (default: {default!r})",
+            **_flag_type(tp, default),
+        )
     return p
 
 

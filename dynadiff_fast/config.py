@@ -108,6 +108,7 @@ def load_config(
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A config as plain JSON/YAML-able data (tuples become lists)."""
+
     def conv(x):
         if isinstance(x, tuple | list):
             return [conv(v) for v in x]

@@ -1,7 +1,7 @@
 """Physical systems: batched solvers with one interface (see ``base.System``).
 
-    s = get_system("kolmogorov", resolution=32)
-    traj = s.simulate(params, n_frames=20)      # [n, T+1, C, H, W]
+s = get_system("kolmogorov", resolution=32)
+traj = s.simulate(params, n_frames=20)      # [n, T+1, C, H, W]
 """
 
 from __future__ import annotations
