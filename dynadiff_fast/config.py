@@ -79,8 +79,21 @@ def build(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
                 value = build(tp, base, f"{where}.{name}".strip("."))
         elif isinstance(value, list):
             value = tuple(value)
+        else:
+            value = _coerce(value, tp, f"{where}.{name}".strip("."))
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Numbers written the YAML-1.1 way (``3e-4`` is a string there) become the annotated float/int."""
+    if isinstance(value, str) and tp in (float, int, float | None, int | None):
+        target = float if tp in (float, float | None) else int
+        try:
+            return target(value)
+        except ValueError:
+            raise ValueError(f"config {key}: expected a {target.__name__}, got {value!r}") from None
+    return value
 
 
 def _has_factory(f: dataclasses.Field) -> bool:
@@ -137,8 +150,8 @@ def versions() -> dict[str, str]:
     out = {
         "dynadiff_fast": __version__,
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
+        "torch": str(torch.__version__),
+        "numpy": str(numpy.__version__),
         "platform": platform.platform(),
     }
     try:

@@ -1,1 +1,16 @@
-"""dynadiff_fast.data"""
+"""HDF5 environment datasets: presets, the seen/unseen split, the resumable writer and the lazy reader."""
+
+from dynadiff_fast._lazy import lazy_exports
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "EnvDataset": "dataset",
+        "SimulateConfig": "simulate",
+        "make_dataset": "simulate",
+        "simulate_dataset": "simulate",
+        "get_preset": "presets",
+        "environment_grid": "environments",
+        "split_environments": "environments",
+    },
+)

@@ -1,0 +1,76 @@
+"""Dataset presets: which environments, how many trajectories and frames, and the solver settings.
+
+``paper`` follows the DynaDiff paper (App. B, Table 2; seen:total counts of Table 1; App. H.6 for
+Lotka–Volterra). ``small`` and ``tiny`` scale the grids, counts and lengths down for a GPU workstation and
+for one CPU core (minutes). Environment grids are tensor products of ``linspace(lo, hi, count)`` per
+parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+PRESETS = ("tiny", "small", "paper")
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """What ``dynadiff simulate`` produces for one system.
+
+    Attributes:
+        env_grid: per parameter (lo, hi, count), in ``System.param_names`` order.
+        n_seen: environments used for training (zoo, VAE, DiT); the rest are unseen.
+        out_fraction: an environment whose parameter lies within this fraction of its range from either end
+            (in any parameter) is a candidate for ``unseen_out`` (outside the seen range); seen environments
+            are drawn from the others, and the inner unseen ones form ``unseen_in``.
+        n_train_traj / n_test_traj: trajectories per environment (training ones come first).
+        n_frames: saved frames after the initial one (the file holds n_frames + 1).
+        system: solver-setting overrides passed to ``get_system``.
+    """
+
+    env_grid: tuple[tuple[float, float, int], ...]
+    n_seen: int
+    n_train_traj: int
+    n_test_traj: int
+    n_frames: int
+    out_fraction: float = 0.1
+    system: dict[str, Any] = field(default_factory=dict)
+
+
+_PAPER: dict[str, DatasetPreset] = {
+    "navier_stokes": DatasetPreset(((0.1, 0.3, 11), (0.0, 1.0, 11)), 24, 100, 20, 2000),
+    "kolmogorov": DatasetPreset(((50.0, 250.0, 51),), 12, 100, 20, 200),
+    "lambda_omega": DatasetPreset(((1.0, 1.5, 51),), 12, 100, 20, 1000),
+    "cylinder_flow": DatasetPreset(((200.0, 500.0, 31), (10.0, 25.0, 16)), 96, 100, 20, 225),
+    "lotka_volterra": DatasetPreset(((0.5, 1.0, 11), (0.5, 1.0, 11)), 24, 100, 20, 100),
+}
+# NS: T = 50 at dt 0.025 -> 2000 frames in the paper.
+
+_SMALL: dict[str, DatasetPreset] = {
+    "navier_stokes": DatasetPreset(((0.1, 0.3, 11), (0.0, 1.0, 11)), 24, 32, 8, 100, system={"resolution": 64}),
+    "kolmogorov": DatasetPreset(((50.0, 250.0, 51),), 12, 32, 8, 100, system={"resolution": 64}),
+    "lambda_omega": DatasetPreset(((1.0, 1.5, 51),), 12, 32, 8, 100, system={"resolution": 64}),
+    "cylinder_flow": DatasetPreset(((200.0, 500.0, 16), (10.0, 25.0, 8)), 32, 16, 4, 100),
+    "lotka_volterra": DatasetPreset(((0.5, 1.0, 11), (0.5, 1.0, 11)), 24, 32, 8, 100),
+}
+
+_TINY: dict[str, DatasetPreset] = {
+    "navier_stokes": DatasetPreset(((0.1, 0.3, 4), (0.0, 1.0, 4)), 6, 8, 4, 20, system={"resolution": 32}),
+    "kolmogorov": DatasetPreset(((50.0, 250.0, 11),), 5, 8, 4, 20, system={"resolution": 32}),
+    "lambda_omega": DatasetPreset(((1.0, 1.5, 11),), 5, 8, 4, 20, system={"resolution": 32}),
+    "cylinder_flow": DatasetPreset(((200.0, 500.0, 4), (10.0, 25.0, 3)), 5, 4, 2, 20),
+    "lotka_volterra": DatasetPreset(((0.5, 1.0, 5), (0.5, 1.0, 5)), 8, 16, 4, 50),
+}
+
+_ALL = {"tiny": _TINY, "small": _SMALL, "paper": _PAPER}
+
+
+def get_preset(system: str, preset: str, **overrides: Any) -> DatasetPreset:
+    """The dataset preset for ``system`` at scale ``preset``, with field overrides."""
+    if preset not in _ALL:
+        raise ValueError(f"preset: unknown value {preset!r} (valid: {', '.join(PRESETS)})")
+    table = _ALL[preset]
+    if system not in table:
+        raise ValueError(f"system: unknown name {system!r} (valid: {', '.join(table)})")
+    return replace(table[system], **overrides) if overrides else table[system]
