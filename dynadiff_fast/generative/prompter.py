@@ -1,0 +1,191 @@
+"""Dynamics-informed prompter (paper Sec. 3.3, App. G): observed frames ``X_L`` -> prompt vector.
+
+Two parallel branches over an observation sequence ``x_0 .. x_{L-1}``, each frame ``[C, H, W]`` (standardised):
+
+Explicit (App. G.1, no parameters). Per frame, four statistics, each summed over channels:
+    mean      mu_i    = sum_c mean_hw x_i[c]
+    variance  var_i   = sum_c mean_hw (x_i[c] - mean_hw x_i[c])^2
+    energy    E_i     = sum_c sum_hw x_i[c]^2
+    enstrophy Omega_i = sum_c sum_hw |grad x_i[c]|^2     (``torch.gradient``: central differences inside,
+                                                          one-sided at the edges, unit grid spacing)
+and per statistic the temporal mean ``mean_i S_i`` and trend ``(S_{L-1} - S_0) / L``: 8 numbers ordered
+``[mean(mu), trend(mu), mean(var), trend(var), mean(E), trend(E), mean(Omega), trend(Omega)]``.
+Their scales differ by orders of magnitude (energy grows with H*W), so the prompt carries them standardised with a
+mean/std fitted on training observations (``fit_normalization``) and stored as buffers in the state dict.
+
+Implicit (App. G.2). Each frame's spectrum (real FFT over space, ``norm="forward"`` so amplitudes do not grow
+with resolution), truncated to the lowest ``spectral_modes`` modes per axis (both signs on every axis except the
+last, whose negative half is redundant for a real field), real and imaginary parts stacked and flattened,
+standardised per feature (fitted like the explicit stats), then a GRU over frames; its last hidden state is the
+implicit prompt. Truncation keeps the GRU input at ``2 * C * (2m) * m`` numbers instead of ``2 * C * H * W``.
+
+Prompt = concat(explicit, implicit) of size ``8 + gru_hidden``. ``aux_head`` regresses the (standardised)
+environment parameters from it: the auxiliary loss ``L_aux`` of Sec. 3.3.
+
+Variable lengths: a batch ``[N, L, ...]`` with ``lengths [N]`` (each in ``1..L``) uses only the first
+``lengths[n]`` frames of row ``n``; the GRU is causal, so its output at ``lengths[n] - 1`` is that row's final
+hidden state. ODE systems (frames ``[C]``) work too: they are treated as ``[C, 1]`` fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+N_EXPLICIT = 8
+EXPLICIT_NAMES = (
+    "mean_mean",
+    "mean_trend",
+    "var_mean",
+    "var_trend",
+    "energy_mean",
+    "energy_trend",
+    "enstrophy_mean",
+    "enstrophy_trend",
+)
+
+
+@dataclass(frozen=True)
+class PrompterConfig:
+    gru_hidden: int = field(default=64, metadata={"help": "GRU hidden size (implicit prompt length)"})
+    gru_layers: int = field(default=1, metadata={"help": "stacked GRU layers"})
+    spectral_modes: int = field(default=8, metadata={"help": "lowest Fourier modes kept per axis (0: all)"})
+
+    def __post_init__(self) -> None:
+        if self.gru_hidden < 1 or self.gru_layers < 1 or self.spectral_modes < 0:
+            raise ValueError(f"prompter: gru_hidden, gru_layers must be >= 1 and spectral_modes >= 0, got {self}")
+
+
+PROMPTER_PRESETS: dict[str, PrompterConfig] = {
+    "tiny": PrompterConfig(gru_hidden=32, spectral_modes=6),
+    "small": PrompterConfig(gru_hidden=128, spectral_modes=8),
+    "paper": PrompterConfig(gru_hidden=256, spectral_modes=8),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure feature functions
+# ----------------------------------------------------------------------------------------------------------------
+def _as_field(x: torch.Tensor, n_spatial: int) -> torch.Tensor:
+    """Frames ``[..., C, *spatial]`` with ``n_spatial`` spatial dims; ODE frames ``[..., C]`` get one of size 1."""
+    return x.unsqueeze(-1) if n_spatial == 0 else x
+
+
+def frame_statistics(x: torch.Tensor, n_spatial: int = 2) -> torch.Tensor:
+    """Per-frame ``[mean, variance, energy, enstrophy]`` summed over channels: ``[..., C, *spatial] -> [..., 4]``."""
+    x = _as_field(x, n_spatial)
+    dims = tuple(range(-max(n_spatial, 1), 0))
+    mean = x.mean(dims)
+    var = x.var(dims, unbiased=False)
+    energy = x.square().sum(dims)
+    grad_dims = [d for d in dims if x.shape[d] > 1]
+    grads = torch.gradient(x, dim=grad_dims) if grad_dims else ()
+    enstrophy = sum((g.square().sum(dims) for g in grads), torch.zeros_like(energy))
+    return torch.stack([mean, var, energy, enstrophy], dim=-1).sum(-2)
+
+
+def length_mask(lengths: torch.Tensor, L: int) -> torch.Tensor:
+    """``lengths [N]`` -> bool ``[N, L]``, True on each row's first ``lengths[n]`` frames."""
+    return torch.arange(L, device=lengths.device)[None] < lengths[:, None]
+
+
+def explicit_features(obs: torch.Tensor, lengths: torch.Tensor | None = None, n_spatial: int = 2) -> torch.Tensor:
+    """App. G.1 explicit prompt (raw, not standardised): ``obs [N, L, C, *spatial]`` -> ``[N, 8]``."""
+    N, L = obs.shape[:2]
+    if lengths is None:
+        lengths = torch.full((N,), L, dtype=torch.long, device=obs.device)
+    S = frame_statistics(obs, n_spatial)  # [N, L, 4]
+    w = length_mask(lengths, L).to(S.dtype)[..., None]
+    n = lengths.to(S.dtype)[:, None]
+    temporal_mean = (S * w).sum(1) / n
+    last = S.gather(1, (lengths - 1).view(N, 1, 1).expand(N, 1, S.shape[-1])).squeeze(1)
+    trend = (last - S[:, 0]) / n
+    return torch.stack([temporal_mean, trend], dim=-1).reshape(N, N_EXPLICIT)
+
+
+def spectral_features(x: torch.Tensor, n_spatial: int = 2, modes: int = 0) -> torch.Tensor:
+    """App. G.2 spectra: frames ``[..., C, *spatial]`` -> ``[..., F]`` (low modes, real/imag stacked, flattened)."""
+    x = _as_field(x, n_spatial)
+    k = max(n_spatial, 1)
+    dims = tuple(range(-k, 0))
+    s = torch.fft.rfftn(x, dim=dims, norm="forward")
+    if modes > 0:
+        for d in dims[:-1]:
+            if s.shape[d] > 2 * modes:
+                s = torch.cat([s.narrow(d, 0, modes), s.narrow(d, s.shape[d] - modes, modes)], dim=d)
+        s = s.narrow(dims[-1], 0, min(modes, s.shape[dims[-1]]))
+    return torch.view_as_real(s).flatten(-k - 2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Module
+# ----------------------------------------------------------------------------------------------------------------
+class Prompter(nn.Module):
+    """Observation sequence ``[N, L, *frame_shape]`` (+ ``lengths [N]``) -> prompt ``[N, 8 + gru_hidden]``."""
+
+    def __init__(self, cfg: PrompterConfig, frame_shape: tuple[int, ...], n_params: int):
+        super().__init__()
+        self.cfg = cfg
+        self.frame_shape = tuple(int(s) for s in frame_shape)
+        self.n_spatial = len(self.frame_shape) - 1
+        self.n_params = int(n_params)
+        n_spec = spectral_features(torch.zeros(self.frame_shape), self.n_spatial, cfg.spectral_modes).numel()
+        self.gru = nn.GRU(n_spec, cfg.gru_hidden, num_layers=cfg.gru_layers, batch_first=True)
+        self.aux_head = nn.Linear(self.prompt_dim, self.n_params)
+        self.register_buffer("explicit_mean", torch.zeros(N_EXPLICIT))
+        self.register_buffer("explicit_std", torch.ones(N_EXPLICIT))
+        self.register_buffer("spectral_mean", torch.zeros(n_spec))
+        self.register_buffer("spectral_std", torch.ones(n_spec))
+
+    @property
+    def prompt_dim(self) -> int:
+        return N_EXPLICIT + self.cfg.gru_hidden
+
+    def _lengths(self, obs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        if obs.dim() != 2 + len(self.frame_shape) or tuple(obs.shape[2:]) != self.frame_shape:
+            raise ValueError(f"obs: expected [N, L, {', '.join(map(str, self.frame_shape))}], got {tuple(obs.shape)}")
+        N, L = obs.shape[:2]
+        if L < 1:
+            raise ValueError(f"obs: needs at least one frame (L >= 1), got shape {tuple(obs.shape)}")
+        if lengths is None:
+            return torch.full((N,), L, dtype=torch.long, device=obs.device)
+        lengths = torch.as_tensor(lengths, dtype=torch.long, device=obs.device)
+        if lengths.shape != (N,) or bool((lengths < 1).any()) or bool((lengths > L).any()):
+            raise ValueError(f"lengths: expected [{N}] ints in [1, {L}], got {lengths.tolist()}")
+        return lengths
+
+    @torch.no_grad()
+    def fit_normalization(self, obs: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
+        """Fit the stored feature standardisation on training observations ``[N, L, *frame_shape]``."""
+        lengths = self._lengths(obs, lengths)
+        ex = explicit_features(obs.float(), lengths, self.n_spatial)
+        mask = length_mask(lengths, obs.shape[1])
+        sp = spectral_features(obs.float(), self.n_spatial, self.cfg.spectral_modes)[mask]
+        for name, feats in (("explicit", ex), ("spectral", sp)):
+            mean, std = feats.mean(0), feats.std(0, unbiased=False)
+            # A constant feature (e.g. the trend at L = 1, a zero mode) must not blow up: floor its std.
+            std = torch.where(std > 1e-6 * std.max().clamp(min=1e-12), std, torch.ones_like(std))
+            getattr(self, f"{name}_mean").copy_(mean)
+            getattr(self, f"{name}_std").copy_(std)
+
+    def explicit(self, obs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Standardised explicit prompt ``[N, 8]``."""
+        return (explicit_features(obs, lengths, self.n_spatial) - self.explicit_mean) / self.explicit_std
+
+    def implicit(self, obs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """GRU final hidden state over the standardised spectra ``[N, gru_hidden]``."""
+        s = spectral_features(obs, self.n_spatial, self.cfg.spectral_modes)
+        out, _ = self.gru((s - self.spectral_mean) / self.spectral_std)  # [N, L, hidden], causal in L
+        idx = (lengths - 1).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
+        return out.gather(1, idx).squeeze(1)
+
+    def forward(self, obs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        lengths = self._lengths(obs, lengths)
+        obs = obs.float()
+        return torch.cat([self.explicit(obs, lengths), self.implicit(obs, lengths)], dim=-1)
+
+    def aux(self, prompt: torch.Tensor) -> torch.Tensor:
+        """Regressed (standardised) environment parameters ``[N, P]`` from ``prompt [N, prompt_dim]``."""
+        return self.aux_head(prompt)

@@ -1,0 +1,121 @@
+"""Prompter: explicit prompt vs NumPy (App. G.1), spectral truncation, any observation length, shapes, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from dynadiff_fast.generative.prompter import (
+    Prompter,
+    PrompterConfig,
+    explicit_features,
+    frame_statistics,
+    spectral_features,
+)
+
+
+def explicit_numpy(obs: np.ndarray) -> np.ndarray:
+    """App. G.1 written directly: obs [L, C, H, W] -> 8 numbers."""
+    L = obs.shape[0]
+    S = np.zeros((4, L))
+    for i, x in enumerate(obs.astype(np.float64)):
+        for c in range(x.shape[0]):
+            f = x[c]
+            gy, gx = np.gradient(f)
+            S[0, i] += f.mean()
+            S[1, i] += ((f - f.mean()) ** 2).mean()
+            S[2, i] += (f**2).sum()
+            S[3, i] += (gy**2 + gx**2).sum()
+    return np.array([[S[k].mean(), (S[k, -1] - S[k, 0]) / L] for k in range(4)]).ravel()
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 5, 7), (4, 3, 8, 8), (10, 2, 9, 6)])
+def test_explicit_matches_numpy(rng, shape):
+    obs = torch.randn(shape, generator=rng, dtype=torch.float64) * 2 + 0.5
+    got = explicit_features(obs[None]).squeeze(0).numpy()
+    np.testing.assert_allclose(got, explicit_numpy(obs.numpy()), rtol=1e-10, atol=1e-10)
+
+
+def test_explicit_with_lengths_uses_only_the_prefix(rng):
+    obs = torch.randn(3, 6, 2, 8, 8, generator=rng, dtype=torch.float64)
+    lengths = torch.tensor([1, 4, 6])
+    got = explicit_features(obs, lengths)
+    for n, l in enumerate(lengths.tolist()):
+        np.testing.assert_allclose(got[n].numpy(), explicit_numpy(obs[n, :l].numpy()), rtol=1e-10, atol=1e-10)
+
+
+def test_frame_statistics_ode_frames():
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0]])  # two frames of an ODE state [C=2]
+    s = frame_statistics(x, n_spatial=0)
+    torch.testing.assert_close(s, torch.tensor([[3.0, 0.0, 5.0, 0.0], [2.0, 0.0, 10.0, 0.0]]))
+
+
+def test_spectral_truncation_keeps_low_modes(rng):
+    x = torch.randn(3, 16, 16, generator=rng)
+    full = torch.fft.rfft2(x, norm="forward")
+    got = spectral_features(x, modes=4).view(3, 8, 4, 2)
+    want = torch.cat([full[:, :4, :4], full[:, -4:, :4]], dim=1)
+    torch.testing.assert_close(torch.complex(got[..., 0], got[..., 1]), want)
+    assert spectral_features(x, modes=0).numel() == full.numel() * 2
+
+
+def make_prompter(frame_shape=(2, 8, 8), n_params=3, hidden=16, modes=3):
+    torch.manual_seed(0)
+    return Prompter(PrompterConfig(gru_hidden=hidden, spectral_modes=modes), frame_shape, n_params)
+
+
+@pytest.mark.parametrize("L", [1, 2, 7, 10])
+def test_any_length_and_shapes(rng, L):
+    p = make_prompter()
+    obs = torch.randn(4, L, 2, 8, 8, generator=rng)
+    out = p(obs)
+    assert out.shape == (4, p.prompt_dim) == (4, 8 + 16)
+    assert torch.isfinite(out).all()
+    assert p.aux(out).shape == (4, 3)
+
+
+def test_padded_batch_equals_unpadded_rows(rng):
+    p = make_prompter()
+    obs = torch.randn(3, 7, 2, 8, 8, generator=rng)
+    lengths = torch.tensor([2, 7, 5])
+    batched = p(obs, lengths)
+    for n, l in enumerate(lengths.tolist()):
+        torch.testing.assert_close(batched[n], p(obs[n : n + 1, :l])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_fit_normalization_standardises_explicit(rng):
+    p = make_prompter()
+    obs = torch.randn(64, 5, 2, 8, 8, generator=rng) * torch.rand(64, 1, 1, 1, 1, generator=rng) * 3
+    p.fit_normalization(obs)
+    ex = p(obs)[:, :8]
+    torch.testing.assert_close(ex.mean(0), torch.zeros(8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(ex.std(0, unbiased=False), torch.ones(8), atol=1e-4, rtol=0)
+    # Stored in the state dict, so a reloaded prompter gives the same prompt.
+    q = make_prompter()
+    q.load_state_dict(p.state_dict())
+    torch.testing.assert_close(q(obs[:3]), p(obs[:3]))
+
+
+def test_gradients_reach_gru_and_head(rng):
+    p = make_prompter()
+    loss = p.aux(p(torch.randn(2, 3, 2, 8, 8, generator=rng))).square().sum()
+    loss.backward()
+    assert p.gru.weight_ih_l0.grad.abs().sum() > 0 and p.aux_head.weight.grad.abs().sum() > 0
+
+
+def test_ode_frames(rng):
+    p = make_prompter(frame_shape=(2,), modes=0)
+    assert p(torch.randn(3, 4, 2, generator=rng)).shape == (3, p.prompt_dim)
+
+
+def test_bad_input():
+    p = make_prompter()
+    with pytest.raises(ValueError, match="obs"):
+        p(torch.randn(2, 3, 3, 8, 8))  # wrong channels
+    with pytest.raises(ValueError, match="obs"):
+        p(torch.randn(2, 3, 2, 8, 9))  # wrong grid
+    with pytest.raises(ValueError, match="L >= 1"):
+        p(torch.randn(2, 0, 2, 8, 8))
+    with pytest.raises(ValueError, match="lengths"):
+        p(torch.randn(2, 3, 2, 8, 8), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="lengths"):
+        p(torch.randn(2, 3, 2, 8, 8), torch.tensor([1, 4]))
