@@ -1,0 +1,737 @@
+"""The weight graph (paper sec. 3.1.1, Fig. 8): a network's weights as ragged node tokens, and back.
+
+One node per output neuron (Linear) / output channel (Conv, SpectralConv) of every layer. A node's feature
+is every weight leading into it, flattened and concatenated, then its bias: a Linear layer gives ``D_out``
+nodes of ``D_in + 1`` features, a Conv ``C_out`` nodes of ``C_in * k + 1``. Skip connections are appended
+to the node where they merge into the main path, so ``num_nodes`` is the total count of output channels.
+
+Node order and grouping (one group per layer, groups in forward data-flow order):
+
+    neuraloperator FNO                                 nodes            feature (in this order)
+    lifting.fcs.j            (j = 0 .. n-1)            its out channels [weight: C_in | bias]
+    per block l = 0 .. n_layers-1:
+      fno_blocks.convs.l     (+ fno_skips.l)           hidden           [spectral | skip | bias]
+      fno_blocks.channel_mlp.l.fcs.j   (j < last)      mlp hidden       [weight | bias]
+      fno_blocks.channel_mlp.l.fcs.last (+ channel_mlp_skips.l)  hidden [weight | skip | bias]
+    projection.fcs.j                                   its out channels [weight | bias]
+
+    plain Linear / Conv nets: one group per Linear/ConvNd in registration order (``nn.Sequential``
+    order = forward order); skips cannot be read off a plain module, so none are merged.
+
+Inside a feature the weights are input-major: for every input node, the entries connecting it to this
+node. Dense / Conv weights: ``C_in`` blocks of the kernel (``prod(kernel)`` entries, row-major). Spectral
+weights (neuraloperator layout ``[C_in, C_out, *modes]``, complex, last mode axis already halved by the
+rfft): ``C_in`` blocks of ``2 * prod(modes)`` reals, modes row-major with (real, imag) interleaved. A
+``linear`` skip contributes ``C_in`` entries, a ``soft-gating`` skip one (its per-channel gate), an
+``identity`` skip none. Conv1d-with-kernel-1 layers (ChannelMLP, skips) are Linear layers here.
+
+Each group's nodes live in a channel *space*; each segment reads from an input space. The FNO's residual
+stream is the space ``"hidden"``: the last lifting layer, every spectral conv and every last channel-MLP
+layer write to it. Permuting one space's channels consistently (nodes of the groups writing to it and
+input blocks of the segments reading from it) leaves the network's function unchanged (``permute``).
+
+Tokens are batched over experts: ``NodeTokens.groups[g]`` is ``[E, n_nodes_g, feat_g]``. Encoding and
+decoding only copy values (complex -> (re, im) and back), so the round trip is bitwise exact, and
+``decode_stacked`` keeps autograd from the stacked weights back to the tokens (the VAE's functional loss).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+HIDDEN = "hidden"  # the FNO residual-stream channel space
+INPUT = "input"  # the network's input channels (never permuted)
+
+# Segment kinds: how a state-dict tensor maps onto the feature slots of its group's nodes.
+DENSE = "dense"  # [C_out, C_in, *kernel]  (Linear, ConvNd, Conv1d skips)
+SPECTRAL = "spectral"  # complex [C_in, C_out, *modes]  (neuraloperator SpectralConv, dense weight)
+GATE = "gate"  # [1, C, 1, ...]  per-channel soft gate: one entry per node, input = the node's own channel
+BIAS = "bias"  # [C_out] or [C_out, 1, ...]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layout
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One state-dict tensor's share of a group's node features.
+
+    ``shape`` is the per-expert tensor shape; the segment occupies features ``[offset, offset + length)``
+    of every node, laid out as ``n_in`` input blocks of ``per_in`` entries (``length = n_in * per_in``).
+    ``in_space`` names the channel space its inputs index (None for biases and gates: no input axis).
+    """
+
+    key: str
+    kind: str
+    shape: tuple[int, ...]
+    offset: int
+    n_in: int
+    per_in: int
+    in_space: str | None
+
+    @property
+    def length(self) -> int:
+        return self.n_in * self.per_in
+
+    @property
+    def is_weight(self) -> bool:
+        """True for segments with an input-node axis (dense and spectral weights)."""
+        return self.kind in (DENSE, SPECTRAL)
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """One layer's nodes: ``n_nodes`` output channels in channel space ``space``, ``feature_length`` each."""
+
+    name: str
+    n_nodes: int
+    space: str
+    segments: tuple[Segment, ...]
+
+    @property
+    def feature_length(self) -> int:
+        return sum(s.length for s in self.segments)
+
+
+def _segment(key, kind, shape, offset, in_space) -> Segment:
+    shape = tuple(int(s) for s in shape)
+    if kind == DENSE:
+        n_in, per_in = shape[1], math.prod(shape[2:])
+    elif kind == SPECTRAL:
+        n_in, per_in = shape[0], 2 * math.prod(shape[2:])
+    else:  # GATE, BIAS: one entry per node
+        n_in, per_in, in_space = 1, 1, None
+    return Segment(key, kind, shape, offset, n_in, per_in, in_space)
+
+
+def _group(name: str, space: str, parts: Sequence[tuple[str, str, tuple[int, ...], str | None]]) -> NodeGroup:
+    """Group from ``(key, kind, shape, in_space)`` parts, laid out in the given order."""
+    segments, offset = [], 0
+    for key, kind, shape, in_space in parts:
+        seg = _segment(key, kind, shape, offset, in_space)
+        segments.append(seg)
+        offset += seg.length
+    n_nodes = _out_size(segments[0])
+    for seg in segments[1:]:
+        if _out_size(seg) != n_nodes:
+            raise ValueError(
+                f"layer {name!r}: {seg.key!r} has shape {seg.shape}, which does not give {n_nodes} output "
+                f"channels like {segments[0].key!r} {segments[0].shape}"
+            )
+    return NodeGroup(name, n_nodes, space, tuple(segments))
+
+
+def _out_size(seg: Segment) -> int:
+    return seg.shape[_out_dim(seg)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tokens
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class NodeTokens:
+    """Ragged node tokens of ``E`` experts: ``groups[g]`` is ``[E, n_nodes_g, feat_g]`` (layout: the graph)."""
+
+    groups: list[torch.Tensor]
+    layout: WeightGraph = field(repr=False)
+
+    @property
+    def num_experts(self) -> int:
+        return self.groups[0].shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.groups[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.groups[0].device
+
+    def replace(self, groups: Sequence[torch.Tensor]) -> NodeTokens:
+        """Same layout, new group tensors (shapes checked)."""
+        return NodeTokens(self.layout.check_groups(list(groups), "groups"), self.layout)
+
+    def to(self, *args, **kwargs) -> NodeTokens:
+        return NodeTokens([t.to(*args, **kwargs) for t in self.groups], self.layout)
+
+    def detach(self) -> NodeTokens:
+        return NodeTokens([t.detach() for t in self.groups], self.layout)
+
+    def select(self, index) -> NodeTokens:
+        """Experts ``index`` (int, slice, list or index tensor); an int keeps the expert axis."""
+        if isinstance(index, int):
+            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        return NodeTokens([t[index] for t in self.groups], self.layout)
+
+    @staticmethod
+    def cat(tokens: Sequence[NodeTokens]) -> NodeTokens:
+        """Concatenate along the expert axis (all must share one layout)."""
+        if not tokens:
+            raise ValueError("tokens: expected at least one NodeTokens, got an empty sequence")
+        layout = tokens[0].layout
+        for i, t in enumerate(tokens[1:], 1):
+            if t.layout != layout:
+                raise ValueError(f"tokens[{i}]: its weight graph differs from tokens[0]'s")
+        return NodeTokens([torch.cat(gs, dim=0) for gs in zip(*(t.groups for t in tokens))], layout)
+
+    def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flat view for the ragged kernels: every node's features concatenated in node order.
+
+        Returns ``(values [E, total_len], offsets [N], lengths [N], group_id [N])`` (index tensors int64 on
+        the tokens' device; node ``n`` of expert ``e`` is ``values[e, offsets[n] : offsets[n] + lengths[n]]``).
+        """
+        values = torch.cat([t.reshape(t.shape[0], -1) for t in self.groups], dim=1)
+        offsets, lengths, group_id = (x.to(values.device) for x in self.layout.packed_index())
+        return values, offsets, lengths, group_id
+
+    @staticmethod
+    def from_packed(values: torch.Tensor, layout: WeightGraph) -> NodeTokens:
+        """Inverse of ``packed()``: ``values [E, total_len]`` -> tokens (views of ``values``)."""
+        if values.dim() != 2 or values.shape[1] != layout.total_length:
+            raise ValueError(
+                f"values: expected shape [E, {layout.total_length}] for this weight graph, got {tuple(values.shape)}"
+            )
+        sizes = [g.n_nodes * g.feature_length for g in layout.groups]
+        chunks = torch.split(values, sizes, dim=1)
+        return NodeTokens(
+            [c.view(values.shape[0], g.n_nodes, g.feature_length) for c, g in zip(chunks, layout.groups)], layout
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The graph
+# ----------------------------------------------------------------------------------------------------
+
+
+class WeightGraph:
+    """Layout of one architecture's weight graph; encodes weights to ``NodeTokens`` and decodes them back.
+
+    Build with ``from_module`` (neuraloperator FNO or a plain Linear/Conv net), ``from_config`` (an
+    ``ExpertConfig``: anything with ``.build()``), ``from_state_dict`` (layout inferred from keys/shapes)
+    or ``from_dict`` (the JSON form from ``to_dict``).
+    """
+
+    def __init__(self, groups: Sequence[NodeGroup], kind: str):
+        self.groups: tuple[NodeGroup, ...] = tuple(groups)
+        self.kind = kind  # "fno" | "plain"
+        if not self.groups:
+            raise ValueError("groups: a weight graph needs at least one layer")
+        self._segments = {s.key: (g, s) for g in self.groups for s in g.segments}
+        self._packed_index: tuple[torch.Tensor, ...] | None = None
+
+    # -- construction -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> WeightGraph:
+        """Graph of a neuraloperator ``FNO`` or of a plain net of Linear/ConvNd layers."""
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+        if _is_fno(module):
+            _check_fno_supported(module)
+            graph = cls._from_fno_state(_tensor_items(module.state_dict()))
+        else:
+            graph = cls._from_plain_module(module)
+        covered = set(graph.keys)
+        for name, _ in module.named_parameters():
+            if name not in covered:
+                raise ValueError(f"module: parameter {name!r} is not covered by the weight graph")
+        return graph
+
+    @classmethod
+    def from_config(cls, config: Any) -> WeightGraph:
+        """Graph of the expert architecture ``config.build()`` builds (built on the meta device: no memory)."""
+        if not hasattr(config, "build"):
+            raise TypeError(f"config: expected an ExpertConfig (with .build()), got {type(config).__name__}")
+        with torch.device("meta"):
+            module = config.build()
+        return cls.from_module(module)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Any]) -> WeightGraph:
+        """Infer the layout from a state dict's keys and shapes (neuraloperator FNO keys, else a plain net
+        whose layers are ``<name>.weight`` (+ ``<name>.bias``) in dict order)."""
+        items = _tensor_items(state_dict)
+        if any(k.startswith("fno_blocks.convs.") for k in items):
+            return cls._from_fno_state(items)
+        return cls._from_plain_state(items)
+
+    @classmethod
+    def _from_fno_state(cls, items: dict[str, torch.Tensor]) -> WeightGraph:
+        shapes = {k: tuple(v.shape) for k, v in items.items()}
+        used: set[str] = set()
+
+        def take(key):
+            used.add(key)
+            return shapes[key]
+
+        def mlp(prefix, in_space, out_space, merge=()):
+            """ChannelMLP ``prefix.fcs.j``: one group per fc; ``merge`` parts join the last fc's nodes."""
+            n = _count(shapes, prefix + ".fcs.{}.weight")
+            if n == 0:
+                raise ValueError(f"state_dict: no '{prefix}.fcs.0.weight' key; not a neuraloperator FNO layout")
+            groups, space = [], in_space
+            for j in range(n):
+                name = f"{prefix}.fcs.{j}"
+                last = j == n - 1
+                parts = [(name + ".weight", DENSE, take(name + ".weight"), space)]
+                if last:
+                    parts += list(merge)
+                if name + ".bias" in shapes:
+                    parts.append((name + ".bias", BIAS, take(name + ".bias"), None))
+                space = out_space if last else name
+                groups.append(_group(name, space, parts))
+            return groups
+
+        def skip(prefix):
+            """A skip module's parts (appended where it merges): linear -> DENSE, soft-gating -> GATE."""
+            if prefix + ".conv.weight" in shapes:
+                return [(prefix + ".conv.weight", DENSE, take(prefix + ".conv.weight"), HIDDEN)]
+            if prefix + ".weight" in shapes:
+                return [(prefix + ".weight", GATE, take(prefix + ".weight"), HIDDEN)]
+            return []  # identity or no skip: no weights
+
+        groups = mlp("lifting", INPUT, HIDDEN)
+        n_layers = _count(shapes, "fno_blocks.convs.{}.weight.tensor")
+        if n_layers == 0:
+            raise ValueError(
+                "state_dict: no 'fno_blocks.convs.0.weight.tensor' key (dense SpectralConv weights expected; "
+                "factorized weights are not supported)"
+            )
+        for layer in range(n_layers):
+            name = f"fno_blocks.convs.{layer}"
+            parts = [(name + ".weight.tensor", SPECTRAL, take(name + ".weight.tensor"), HIDDEN)]
+            parts += skip(f"fno_blocks.fno_skips.{layer}")
+            if name + ".bias" in shapes:
+                parts.append((name + ".bias", BIAS, take(name + ".bias"), None))
+            groups.append(_group(name, HIDDEN, parts))
+            if f"fno_blocks.channel_mlp.{layer}.fcs.0.weight" in shapes:
+                merge = skip(f"fno_blocks.channel_mlp_skips.{layer}")
+                groups += mlp(f"fno_blocks.channel_mlp.{layer}", HIDDEN, HIDDEN, merge)
+        groups += mlp("projection", HIDDEN, "output")
+        unused = [k for k in shapes if k not in used]
+        if unused:
+            raise ValueError(f"state_dict: key {unused[0]!r} {shapes[unused[0]]} has no place in the FNO weight graph")
+        return cls(groups, "fno")
+
+    @classmethod
+    def _from_plain_module(cls, module: nn.Module) -> WeightGraph:
+        layers = []
+        for name, sub in module.named_modules():
+            own = list(sub.named_parameters(recurse=False))
+            if not own:
+                continue
+            supported = isinstance(sub, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+            if not supported:
+                raise TypeError(
+                    f"module: layer {name!r} is a {type(sub).__name__}; the weight graph supports neuraloperator "
+                    "FNO and plain nets of nn.Linear / nn.Conv1d/2d/3d layers"
+                )
+            if isinstance(sub, nn.modules.conv._ConvNd) and sub.groups != 1:
+                raise ValueError(f"module: conv layer {name!r} has groups={sub.groups}; only groups=1 is supported")
+            prefix = name + "." if name else ""
+            shapes = {prefix + k: tuple(p.shape) for k, p in own}
+            layers.append((name, prefix + "weight", prefix + "bias" if prefix + "bias" in shapes else None, shapes))
+        if not layers:
+            raise ValueError("module: has no parameters; nothing to encode")
+        return cls._plain_groups(layers)
+
+    @classmethod
+    def _from_plain_state(cls, items: dict[str, torch.Tensor]) -> WeightGraph:
+        layers, seen = [], set()
+        for key, t in items.items():
+            if key in seen:
+                continue
+            if not key.endswith("weight") or t.dim() < 2:
+                raise ValueError(
+                    f"state_dict: key {key!r} {tuple(t.shape)} is not a Linear/Conv weight ('<name>.weight' with "
+                    ">= 2 dims, optionally followed by '<name>.bias'); cannot infer a weight graph"
+                )
+            prefix = key[: -len("weight")]
+            bias = prefix + "bias" if prefix + "bias" in items else None
+            seen.update([key, bias])
+            shapes = {key: tuple(t.shape)} | ({bias: tuple(items[bias].shape)} if bias else {})
+            layers.append((prefix.rstrip("."), key, bias, shapes))
+        if not layers:
+            raise ValueError("state_dict: has no tensors; nothing to encode")
+        return cls._plain_groups(layers)
+
+    @classmethod
+    def _plain_groups(cls, layers) -> WeightGraph:
+        """Chain of layers: a layer reads the previous layer's space when its input size matches."""
+        groups, space, width = [], INPUT, None
+        for name, wkey, bkey, shapes in layers:
+            w = shapes[wkey]
+            in_space = space if w[1] == width else (INPUT if not groups else f"{name}.in")
+            parts = [(wkey, DENSE, w, in_space)]
+            if bkey is not None:
+                parts.append((bkey, BIAS, shapes[bkey], None))
+            group_name = name or "layer"
+            groups.append(_group(group_name, group_name, parts))
+            space, width = group_name, w[0]
+        return cls(groups, "plain")
+
+    # -- JSON form --------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable description (store it beside a VAE / zoo; ``from_dict`` rebuilds the graph)."""
+        return {
+            "kind": self.kind,
+            "groups": [
+                {
+                    "name": g.name,
+                    "space": g.space,
+                    "segments": [
+                        {"key": s.key, "kind": s.kind, "shape": list(s.shape), "in_space": s.in_space}
+                        for s in g.segments
+                    ],
+                }
+                for g in self.groups
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Mapping) -> WeightGraph:
+        groups = [
+            _group(
+                g["name"], g["space"], [(s["key"], s["kind"], tuple(s["shape"]), s["in_space"]) for s in g["segments"]]
+            )
+            for g in spec["groups"]
+        ]
+        return cls(groups, spec["kind"])
+
+    # -- sizes ------------------------------------------------------------------------------------
+
+    @property
+    def num_nodes(self) -> int:
+        return sum(g.n_nodes for g in self.groups)
+
+    @property
+    def group_sizes(self) -> tuple[int, ...]:
+        return tuple(g.n_nodes for g in self.groups)
+
+    @property
+    def feature_lengths(self) -> tuple[int, ...]:
+        return tuple(g.feature_length for g in self.groups)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(g.name for g in self.groups)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """State-dict keys covered, in layout order."""
+        return tuple(self._segments)
+
+    @property
+    def total_length(self) -> int:
+        """Scalars per expert (= parameter count, complex counted twice)."""
+        return sum(g.n_nodes * g.feature_length for g in self.groups)
+
+    def packed_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(offsets, lengths, group_id)``, int64 [num_nodes] on CPU, for ``NodeTokens.packed``."""
+        if self._packed_index is None:
+            lengths = torch.cat([torch.full((g.n_nodes,), g.feature_length) for g in self.groups]).long()
+            offsets = torch.cumsum(lengths, 0) - lengths
+            group_id = torch.cat([torch.full((g.n_nodes,), i) for i, g in enumerate(self.groups)]).long()
+            self._packed_index = (offsets, lengths, group_id)
+        return self._packed_index
+
+    def describe(self) -> str:
+        """Table of groups: name, nodes, feature length and its segments."""
+        rows = [
+            f"{self.kind} weight graph: {len(self.groups)} groups, {self.num_nodes} nodes, {self.total_length} scalars"
+        ]
+        for g in self.groups:
+            segs = " + ".join(f"{s.kind}:{s.length}" for s in g.segments)
+            rows.append(f"  {g.name:<36} {g.n_nodes:>5} x {g.feature_length:<7} [{segs}]")
+        return "\n".join(rows)
+
+    def __repr__(self) -> str:
+        return f"WeightGraph(kind={self.kind!r}, groups={len(self.groups)}, num_nodes={self.num_nodes})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, WeightGraph) and self.kind == other.kind and self.groups == other.groups
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.groups))
+
+    # -- encode -----------------------------------------------------------------------------------
+
+    def encode(self, source) -> NodeTokens:
+        """Weights -> tokens. ``source``: a module, a state dict, a list of those (one expert each), or a
+        ``BatchedFNO`` (anything with ``.stacked()``). Tokens have the weights' real dtype and device."""
+        if hasattr(source, "stacked") and not isinstance(source, Mapping):
+            return self.encode_stacked(source.stacked())
+        if isinstance(source, (nn.Module, Mapping)):
+            source = [source]
+        if not isinstance(source, (list, tuple)):
+            raise TypeError(
+                f"source: expected a module, a state dict, a list of those or a BatchedFNO, got {type(source).__name__}"
+            )
+        if not source:
+            raise ValueError("source: empty list; need at least one expert")
+        dicts = []
+        for i, item in enumerate(source):
+            if isinstance(item, nn.Module):
+                item = item.state_dict()
+            if not isinstance(item, Mapping):
+                raise TypeError(f"source[{i}]: expected a module or a state dict, got {type(item).__name__}")
+            dicts.append(self._check_state_dict(_tensor_items(item), f"source[{i}]", batched=False))
+        stacked = {k: torch.stack([d[k] for d in dicts]) for k in self.keys}
+        return self._encode_checked(stacked)
+
+    def encode_stacked(self, stacked: Mapping[str, torch.Tensor]) -> NodeTokens:
+        """``{key: Tensor[E, *shape]}`` (``BatchedFNO.stacked()`` form) -> tokens; differentiable."""
+        return self._encode_checked(self._check_state_dict(_tensor_items(stacked), "stacked", batched=True))
+
+    def _encode_checked(self, stacked: dict[str, torch.Tensor]) -> NodeTokens:
+        groups = []
+        for g in self.groups:
+            parts = [_encode_segment(stacked[s.key], s) for s in g.segments]
+            groups.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))
+        return NodeTokens(groups, self)
+
+    # -- decode -----------------------------------------------------------------------------------
+
+    def decode_stacked(self, tokens: NodeTokens) -> dict[str, torch.Tensor]:
+        """Tokens -> ``{key: Tensor[E, *shape]}`` (contiguous; spectral weights complex), differentiable:
+        feed ``BatchedFNO.from_stacked`` and gradients flow back to ``tokens``."""
+        groups = self.check_groups(_groups_of(tokens), "tokens")
+        out = {}
+        for g, t in zip(self.groups, groups):
+            for s in g.segments:
+                out[s.key] = _decode_segment(t[..., s.offset : s.offset + s.length], s)
+        return out
+
+    def decode(self, tokens: NodeTokens) -> list[dict[str, torch.Tensor]]:
+        """Tokens -> one state dict per expert (detached copies; load with ``module.load_state_dict``)."""
+        with torch.no_grad():
+            stacked = self.decode_stacked(tokens)
+        return [{k: v[e].clone() for k, v in stacked.items()} for e in range(_groups_of(tokens)[0].shape[0])]
+
+    # -- permutation symmetry ---------------------------------------------------------------------
+
+    def permute_stacked(self, stacked: Mapping[str, torch.Tensor], perm, space: str = HIDDEN) -> dict:
+        """Permute the channels of ``space`` in stacked weights ``{key: [E, *shape]}``: nodes of the groups
+        writing to it and the input axis of the weights reading from it. The function is unchanged."""
+        stacked = self._check_state_dict(_tensor_items(stacked), "stacked", batched=True)
+        perm = self._check_perm(perm, space)
+        out = {}
+        for g in self.groups:
+            for s in g.segments:
+                t = stacked[s.key]
+                if g.space == space:
+                    t = t.index_select(_out_dim(s) + 1, perm.to(t.device))
+                if s.is_weight and s.in_space == space:
+                    t = t.index_select(_in_dim(s) + 1, perm.to(t.device))
+                out[s.key] = t
+        return out
+
+    def permute_tokens(self, tokens: NodeTokens, perm, space: str = HIDDEN) -> NodeTokens:
+        """The same permutation applied to tokens (nodes and input blocks inside features)."""
+        groups = self.check_groups(_groups_of(tokens), "tokens")
+        perm = self._check_perm(perm, space)
+        out = []
+        for g, t in zip(self.groups, groups):
+            p = perm.to(t.device)
+            if g.space == space:
+                t = t.index_select(1, p)
+            parts = []
+            for s in g.segments:
+                part = t[..., s.offset : s.offset + s.length]
+                if s.is_weight and s.in_space == space:
+                    blocks = part.reshape(*part.shape[:2], s.n_in, s.per_in).index_select(2, p)
+                    part = blocks.reshape(part.shape)
+                parts.append(part)
+            out.append(torch.cat(parts, dim=-1))
+        return NodeTokens(out, self)
+
+    def space_size(self, space: str) -> int:
+        sizes = {g.n_nodes for g in self.groups if g.space == space}
+        if not sizes:
+            spaces = sorted({g.space for g in self.groups})
+            raise ValueError(f"space: {space!r} is not a channel space of this graph (spaces: {spaces})")
+        return sizes.pop()
+
+    def _check_perm(self, perm, space: str) -> torch.Tensor:
+        n = self.space_size(space)
+        perm = torch.as_tensor(perm, dtype=torch.long)
+        if perm.shape != (n,) or not torch.equal(torch.sort(perm).values, torch.arange(n)):
+            raise ValueError(f"perm: expected a permutation of range({n}) for space {space!r}, got {perm.tolist()}")
+        return perm
+
+    # -- validation -------------------------------------------------------------------------------
+
+    def _check_state_dict(self, items: dict[str, torch.Tensor], name: str, *, batched: bool) -> dict:
+        """Keys and shapes in layout order; the first mismatch raises, naming the layer, key and shapes."""
+        experts = None
+        for g in self.groups:
+            for s in g.segments:
+                if s.key not in items:
+                    raise ValueError(
+                        f"{name}: missing key {s.key!r} (layer {g.name!r}, expected shape {_fmt(s.shape, batched)})"
+                    )
+                t = items[s.key]
+                shape = tuple(t.shape[1:]) if batched and t.dim() else tuple(t.shape)
+                if shape != s.shape or (batched and t.dim() == 0):
+                    raise ValueError(
+                        f"{name}: key {s.key!r} (layer {g.name!r}) has shape {tuple(t.shape)}, the weight graph "
+                        f"expects {_fmt(s.shape, batched)}"
+                    )
+                if t.is_complex() != (s.kind == SPECTRAL) or not (t.is_floating_point() or t.is_complex()):
+                    raise TypeError(
+                        f"{name}: key {s.key!r} has dtype {t.dtype}; layer {g.name!r} expects "
+                        f"{'a complex' if s.kind == SPECTRAL else 'a real floating'} tensor"
+                    )
+                if batched:
+                    if experts is None:
+                        experts = t.shape[0]
+                    elif t.shape[0] != experts:
+                        raise ValueError(f"{name}: key {s.key!r} has {t.shape[0]} experts, earlier keys {experts}")
+        extra = [k for k in items if k not in self._segments]
+        if extra:
+            raise ValueError(
+                f"{name}: unexpected key {extra[0]!r} {tuple(items[extra[0]].shape)} not in the weight graph"
+            )
+        return items
+
+    def check_groups(self, groups: list[torch.Tensor], name: str) -> list[torch.Tensor]:
+        if len(groups) != len(self.groups):
+            raise ValueError(f"{name}: expected {len(self.groups)} groups for this weight graph, got {len(groups)}")
+        experts = groups[0].shape[0] if groups and groups[0].dim() else None
+        for i, (g, t) in enumerate(zip(self.groups, groups)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name}[{i}]: expected a torch.Tensor, got {type(t).__name__}")
+            if t.dim() != 3 or tuple(t.shape[1:]) != (g.n_nodes, g.feature_length) or t.shape[0] != experts:
+                raise ValueError(
+                    f"{name}[{i}] (layer {g.name!r}): expected shape [{experts}, {g.n_nodes}, {g.feature_length}], "
+                    f"got {tuple(t.shape)}"
+                )
+            if not t.is_floating_point():
+                raise TypeError(f"{name}[{i}] (layer {g.name!r}): expected a real floating tensor, got {t.dtype}")
+        return groups
+
+
+# ----------------------------------------------------------------------------------------------------
+# Segment <-> node features (pure copies: exact, differentiable)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _out_dim(s: Segment) -> int:
+    """Axis of a segment's per-expert tensor that indexes output channels (= nodes)."""
+    return 1 if s.kind in (SPECTRAL, GATE) else 0
+
+
+def _in_dim(s: Segment) -> int:
+    """Axis indexing input channels (weights only)."""
+    return 0 if s.kind == SPECTRAL else 1
+
+
+def _encode_segment(t: torch.Tensor, s: Segment) -> torch.Tensor:
+    """``[E, *s.shape]`` -> ``[E, n_out, s.length]``."""
+    e = t.shape[0]
+    if s.kind == SPECTRAL:  # [E, in, out, *m] -> [E, out, in, *m, 2]
+        return torch.view_as_real(t.transpose(1, 2)).reshape(e, s.shape[1], s.length)
+    return t.reshape(e, _out_size(s), s.length)  # DENSE / GATE / BIAS are already output-major
+
+
+def _decode_segment(x: torch.Tensor, s: Segment) -> torch.Tensor:
+    """``[E, n_out, s.length]`` -> ``[E, *s.shape]`` (contiguous)."""
+    e = x.shape[0]
+    if s.kind == SPECTRAL:
+        ri = x.reshape(e, s.shape[1], s.shape[0], *s.shape[2:], 2)
+        return torch.complex(ri[..., 0], ri[..., 1]).transpose(1, 2).contiguous()
+    return x.reshape(e, *s.shape).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def permute_hidden(module_or_state_dict, perm, space: str = HIDDEN):
+    """Permute an FNO's hidden (residual-stream) channels consistently; returns the same kind of object
+    (a permuted deep copy of a module, or a new state dict). ``space`` selects another channel space
+    (e.g. a plain net's layer name, or an FNO channel-MLP's hidden layer ``'fno_blocks.channel_mlp.0.fcs.0'``)."""
+    src = module_or_state_dict
+    if isinstance(src, nn.Module):
+        graph, state = WeightGraph.from_module(src), src.state_dict()
+    elif isinstance(src, Mapping):
+        state = src
+        graph = WeightGraph.from_state_dict(state)
+    else:
+        raise TypeError(f"module_or_state_dict: expected an nn.Module or a state dict, got {type(src).__name__}")
+    items = _tensor_items(state)
+    permuted = graph.permute_stacked({k: v.unsqueeze(0) for k, v in items.items()}, perm, space)
+    new_state = {k: v[0] for k, v in permuted.items()}
+    if isinstance(src, nn.Module):
+        out = copy.deepcopy(src)
+        with torch.no_grad():
+            for name, p in list(out.named_parameters()) + list(out.named_buffers()):
+                if name in new_state:
+                    p.copy_(new_state[name])
+        return out
+    return {**state, **new_state}
+
+
+def _is_fno(module: nn.Module) -> bool:
+    try:
+        from neuralop.models import FNO
+    except ImportError:  # pragma: no cover - neuraloperator is a dependency
+        return False
+    return isinstance(module, FNO)
+
+
+def _check_fno_supported(fno: nn.Module) -> None:
+    """Options whose weights the graph does not cover (the paper's FNOs use none of them)."""
+    blocks = fno.fno_blocks
+    checks = [
+        ("complex_data", getattr(fno, "complex_data", False), False),
+        ("factorization", blocks.factorization, None),
+        ("separable", blocks.separable, False),
+        ("norm", blocks.norm is None, True),
+    ]
+    for name, seen, allowed in checks:
+        if seen != allowed:
+            shown = "set" if name == "norm" else seen
+            raise ValueError(
+                f"module: FNO with {name}={shown!r} is not supported by the weight graph "
+                f"(supported: {name}={None if name == 'norm' else allowed!r})"
+            )
+
+
+def _tensor_items(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Tensor entries only (neuraloperator adds a ``_metadata`` dict to its state dicts)."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state dict: expected a mapping of names to tensors, got {type(state).__name__}")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _groups_of(tokens) -> list[torch.Tensor]:
+    if isinstance(tokens, NodeTokens):
+        return list(tokens.groups)
+    if isinstance(tokens, (list, tuple)):
+        return list(tokens)
+    raise TypeError(f"tokens: expected NodeTokens or a list of group tensors, got {type(tokens).__name__}")
+
+
+def _count(shapes: Mapping[str, Any], pattern: str) -> int:
+    n = 0
+    while pattern.format(n) in shapes:
+        n += 1
+    return n
+
+
+def _fmt(shape: tuple[int, ...], batched: bool) -> str:
+    return f"[E, {', '.join(map(str, shape))}]" if batched else str(shape)
