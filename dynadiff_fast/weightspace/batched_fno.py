@@ -1,0 +1,400 @@
+"""BatchedFNO: E neuraloperator FNO experts of one architecture, weights stacked as ``[E, *shape]``.
+
+One forward runs every expert on its own (or a shared) input, layer by layer for all experts at
+once: pointwise layers are batched matmuls over ``[E, B]``, spectral layers one rFFT, one
+``ops.spectral_mix`` call and one inverse rFFT for all experts. The math is neuraloperator's FNO
+(v2.0) step for step, so ``BatchedFNO.from_modules(ms)(x)[e] == ms[e](x)`` to float rounding.
+
+    bf = BatchedFNO.from_modules(experts)           # copies the weights into stacked Parameters
+    y = bf(x)                                        # x [B, C, H, W] or [E, B, C, H, W] -> [E, B, C_out, H, W]
+    traj = bf.rollout(x0, steps=10)                  # [E, B, 11, C, H, W], frame 0 = x0
+    bf = BatchedFNO.from_stacked(cfg, decoded)       # no copy: gradients reach ``decoded`` (VAE loss)
+
+Weights are named by the neuraloperator ``state_dict`` keys (``fno_blocks.convs.0.weight.tensor``,
+...); ``stacked()`` returns them. Supported architectures are those an ``ExpertConfig`` describes
+(neuraloperator's defaults plus the skip / channel-MLP / lifting / embedding / preactivation options);
+other FNO options (norms, factorisation, padding, ...) are rejected when the experts are built.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynadiff_fast.experts.configs import ExpertConfig
+from dynadiff_fast.ops.spectral_mix import spectral_mix
+
+# Activation bytes one expert may use per chunk of a batched forward: chunks of experts whose
+# working set stays in the last-level cache beat one huge pass over all experts.
+CHUNK_BYTES = 4 << 20
+
+
+@functools.lru_cache(maxsize=32)
+def param_spec(config: ExpertConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """neuraloperator state_dict key -> (shape, dtype) of one expert (without the expert axis)."""
+    with torch.random.fork_rng():
+        module = config.build()
+    return {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items() if torch.is_tensor(v)}
+
+
+def _tensor_items(state_dict: Mapping) -> dict[str, torch.Tensor]:
+    # neuraloperator's state_dict carries a non-tensor "_metadata" entry; weights are the tensors.
+    return {k: v for k, v in state_dict.items() if torch.is_tensor(v)}
+
+
+@functools.lru_cache(maxsize=16)
+def _grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """neuraloperator's grid embedding channels ``[2, H, W]``: coordinates ``linspace(0, 1, n+1)[:-1]``."""
+    from neuralop.layers.embeddings import regular_grid_nd
+
+    gx, gy = regular_grid_nd([h, w], grid_boundaries=[[0.0, 1.0], [0.0, 1.0]])
+    return torch.stack([gx, gy]).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _mode_rows(m1: int, h: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of the rFFT spectrum (length ``h``) read and written for the ``m1`` kept modes along H.
+
+    Weight row ``j`` holds frequency ``f = j - m1 // 2`` (neuraloperator's fftshift-centred block).
+    It reads spectrum row ``f mod h``. neuraloperator writes the result back through a second
+    ``fftshift`` (not ``ifftshift``), which for odd ``h`` lands frequency ``f`` on row ``(f - 1) mod h``;
+    we reproduce that so the outputs agree for every grid.
+    """
+    freqs = torch.arange(m1) - m1 // 2
+    read = freqs % h
+    write = (freqs - (h % 2)) % h
+    return read.to(device), write.to(device)
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """1x1 conv per expert: x [E|1, B, C, P], weight [E, O, C, 1] (Conv1d layout), bias [E, O] -> [E, B, O, P]."""
+    y = torch.matmul(weight[:, None, :, :, 0], x)
+    if bias is not None:
+        y = y + bias[:, None, :, None]
+    return y
+
+
+def _channel_mlp(x: torch.Tensor, w: Mapping[str, torch.Tensor], prefix: str, n_layers: int) -> torch.Tensor:
+    """neuraloperator ChannelMLP (Conv1d k=1 layers, GELU between) on x [E|1, B, C, P]."""
+    for j in range(n_layers):
+        x = _pointwise(x, w[f"{prefix}.fcs.{j}.weight"], w[f"{prefix}.fcs.{j}.bias"])
+        if j < n_layers - 1:
+            x = F.gelu(x)
+    return x
+
+
+def _skip(x: torch.Tensor, w: Mapping[str, torch.Tensor], prefix: str, kind: str) -> torch.Tensor:
+    """neuraloperator skip connection on x [E, B, C, P]."""
+    if kind == "linear":
+        return _pointwise(x, w[f"{prefix}.conv.weight"], None)
+    if kind == "soft-gating":
+        return x * w[f"{prefix}.weight"][..., 0]  # [E, 1, C, 1, 1] -> [E, 1, C, 1]
+    return x  # identity
+
+
+def _spectral_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: tuple[int, int], backend: str
+) -> torch.Tensor:
+    """neuraloperator SpectralConv for E experts: x [E, B, I, P] -> [E, B, O, P] (P = H*W).
+
+    weight [E, I, O, m1, m2] complex holds the modes (-m1//2 .. (m1+1)//2 - 1) x (0 .. m2-1).
+    """
+    E, B, _, _ = x.shape
+    h, w = hw
+    m1, m2 = weight.shape[-2:]
+    read, write = _mode_rows(m1, h, x.device)
+    x_ft = torch.fft.rfft2(x.reshape(E, B, -1, h, w), norm="forward")  # [E, B, I, H, W//2+1]
+    modes = x_ft[..., :m2].index_select(-2, read)  # [E, B, I, m1, m2]
+    y = spectral_mix(modes, weight, backend=backend)  # [E, B, O, m1, m2]
+    y = F.pad(y, (0, x_ft.shape[-1] - m2))
+    out_ft = y.new_zeros((E, B, y.shape[2], h, x_ft.shape[-1])).index_copy(-2, write, y)
+    out = torch.fft.irfft2(out_ft, s=(h, w), norm="forward") + bias[:, None]
+    return out.reshape(E, B, -1, h * w)
+
+
+class BatchedFNO(nn.Module):
+    """E FNO experts of one ``ExpertConfig``, weights stacked along a leading expert axis.
+
+    Construct with ``from_modules``, ``from_state_dicts`` or ``from_stacked`` (or directly:
+    ``BatchedFNO(config, {key: Tensor[E, ...]}, parameters=True)``).
+
+    Args:
+        config: the experts' architecture.
+        weights: neuraloperator state_dict key -> stacked tensor ``[E, *shape]``; every key of the
+            architecture, nothing else, one E.
+        parameters: True: the tensors become this module's ``nn.Parameter`` (trainable, moved by
+            ``.to``; they share storage with the given tensors). False: they are kept as given, so
+            autograd flows back to whatever produced them (``from_stacked``).
+        backend: ``ops.spectral_mix`` backend.
+    """
+
+    def __init__(
+        self,
+        config: ExpertConfig,
+        weights: Mapping[str, torch.Tensor],
+        *,
+        parameters: bool = True,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not isinstance(config, ExpertConfig):
+            raise TypeError(f"config: expected an ExpertConfig, got {type(config).__name__}")
+        self.config = config
+        self.backend = backend
+        self.num_experts = _check_stacked(config, weights)
+        self._keys = list(param_spec(config))
+        self._params = nn.ParameterDict() if parameters else None
+        self._plain: dict[str, torch.Tensor] = {}
+        for key in self._keys:
+            if parameters:
+                t = weights[key]
+                self._params[_mangle(key)] = t if isinstance(t, nn.Parameter) else nn.Parameter(t.detach())
+            else:
+                self._plain[key] = weights[key]
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_modules(cls, modules: Sequence[nn.Module], *, backend: str = "auto") -> BatchedFNO:
+        """Stack the weights of neuraloperator FNOs (all of one architecture) into new Parameters."""
+        if len(modules) == 0:
+            raise ValueError("modules: expected at least one FNO, got an empty list")
+        config = ExpertConfig.from_module(modules[0])
+        for i, m in enumerate(modules[1:], start=1):
+            cfg_i = ExpertConfig.from_module(m)
+            if cfg_i != config:
+                raise ValueError(f"modules: module {i} has architecture {cfg_i}, module 0 has {config}")
+        return cls.from_state_dicts(config, [m.state_dict() for m in modules], backend=backend)
+
+    @classmethod
+    def from_state_dicts(
+        cls, config: ExpertConfig, state_dicts: Sequence[Mapping[str, torch.Tensor]], *, backend: str = "auto"
+    ) -> BatchedFNO:
+        """Stack neuraloperator FNO state dicts of architecture ``config`` into new Parameters."""
+        if len(state_dicts) == 0:
+            raise ValueError("state_dicts: expected at least one state dict, got an empty list")
+        spec = param_spec(config)
+        for i, sd in enumerate(state_dicts):
+            _check_keys(spec, _tensor_items(sd), f"state_dicts[{i}]")
+        stacked = {k: torch.stack([sd[k].detach() for sd in state_dicts]) for k in spec}
+        return cls(config, stacked, parameters=True, backend=backend)
+
+    @classmethod
+    def from_stacked(
+        cls, config: ExpertConfig, stacked: Mapping[str, torch.Tensor], *, backend: str = "auto"
+    ) -> BatchedFNO:
+        """Wrap stacked weights ``{key: Tensor[E, ...]}`` without copying: outputs stay differentiable
+        with respect to the given tensors (the VAE's functional loss trains through this)."""
+        return cls(config, stacked, parameters=False, backend=backend)
+
+    @classmethod
+    def cat(cls, experts: Sequence[BatchedFNO]) -> BatchedFNO:
+        """Concatenate along the expert axis (one architecture); autograd reaches the sources."""
+        if len(experts) == 0:
+            raise ValueError("experts: expected at least one BatchedFNO, got an empty list")
+        config = experts[0].config
+        for i, b in enumerate(experts):
+            if b.config != config:
+                raise ValueError(f"experts: entry {i} has architecture {b.config}, entry 0 has {config}")
+        weights = {k: torch.cat([b.stacked()[k] for b in experts]) for k in experts[0]._keys}
+        return cls.from_stacked(config, weights, backend=experts[0].backend)
+
+    def select(self, idx) -> BatchedFNO:
+        """The experts ``idx`` (int, slice, list or index tensor) as a BatchedFNO; autograd reaches ``self``."""
+        if isinstance(idx, int):
+            idx = [idx]
+        index = torch.arange(self.num_experts)[idx]
+        if index.numel() == 0:
+            raise ValueError(f"idx: selects no expert out of {self.num_experts}")
+        return BatchedFNO.from_stacked(
+            self.config, {k: v[index.to(v.device)] for k, v in self.stacked().items()}, backend=self.backend
+        )
+
+    # -- access --------------------------------------------------------------------------------------
+    def stacked(self) -> dict[str, torch.Tensor]:
+        """neuraloperator state_dict key -> ``Tensor[E, *shape]`` (spectral weights complex)."""
+        if self._params is not None:
+            return {k: self._params[_mangle(k)] for k in self._keys}
+        return dict(self._plain)
+
+    def state_dicts(self) -> list[dict[str, torch.Tensor]]:
+        """One neuraloperator state dict (detached copies) per expert."""
+        w = self.stacked()
+        return [{k: v[e].detach().clone() for k, v in w.items()} for e in range(self.num_experts)]
+
+    def to_modules(self) -> list[nn.Module]:
+        """One neuraloperator FNO per expert, holding copies of its weights."""
+        out = []
+        device = next(iter(self.stacked().values())).device
+        for sd in self.state_dicts():
+            m = self.config.build().to(device)
+            m.load_state_dict(sd)
+            out.append(m)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"num_experts={self.num_experts}, config={self.config}, backend={self.backend!r}"
+
+    # -- forward -------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """x [B, C, H, W] (same input for every expert) or [E, B, C, H, W] -> [E, B, C_out, H, W].
+
+        ``chunk_size`` experts run at a time (default: as many as keep ~CHUNK_BYTES of activations).
+        """
+        shared = self._check_input(x, "x")
+        chunk = chunk_size or self._auto_chunk(x)
+        w = self.stacked()
+        outs = []
+        for e0 in range(0, self.num_experts, chunk):
+            sl = slice(e0, min(e0 + chunk, self.num_experts))
+            xc = x[None] if shared else x[sl]
+            outs.append(self._forward_chunk({k: v[sl] for k, v in w.items()}, xc))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def rollout(self, x0: torch.Tensor, steps: int, chunk_size: int | None = None) -> torch.Tensor:
+        """Autoregressive rollout x_{t+1} = f_e(x_t): x0 [B, C, H, W] or [E, B, C, H, W]
+        -> [E, B, steps + 1, C, H, W] with frame 0 = x0. Each chunk of experts is rolled out fully
+        before the next (cache locality)."""
+        if self.config.in_channels != self.config.out_channels:
+            raise ValueError(
+                f"rollout needs in_channels == out_channels, config has {self.config.in_channels} "
+                f"and {self.config.out_channels}"
+            )
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps: expected an integer >= 0, got {steps!r}")
+        shared = self._check_input(x0, "x0")
+        chunk = chunk_size or self._auto_chunk(x0)
+        w = self.stacked()
+        outs = []
+        for e0 in range(0, self.num_experts, chunk):
+            sl = slice(e0, min(e0 + chunk, self.num_experts))
+            wc = {k: v[sl] for k, v in w.items()}
+            n = sl.stop - sl.start
+            xt = x0.expand(n, *x0.shape) if shared else x0[sl]
+            frames = [xt]
+            for _ in range(steps):
+                xt = self._forward_chunk(wc, xt)
+                frames.append(xt)
+            outs.append(torch.stack(frames, dim=2))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _forward_chunk(self, w: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """x [E|1, B, C, H, W] -> [E, B, C_out, H, W] for the experts whose weights are ``w``."""
+        cfg = self.config
+        n_exp, B, _, h, wd = x.shape
+        x = x.reshape(n_exp, B, -1, h * wd)
+        if cfg.positional_embedding == "grid":
+            grid = _grid(h, wd, x.dtype, x.device).reshape(1, 1, 2, h * wd)
+            x = torch.cat([x, grid.expand(n_exp, B, 2, h * wd)], dim=2)
+        x = _channel_mlp(x, w, "lifting", 2 if cfg.lifting_channels else 1)
+        for layer in range(cfg.n_layers):
+            x = self._block(x, w, layer, (h, wd))
+        x = _channel_mlp(x, w, "projection", 2)
+        return x.reshape(x.shape[0], B, -1, h, wd)
+
+    def _block(self, x: torch.Tensor, w: Mapping[str, torch.Tensor], layer: int, hw: tuple[int, int]) -> torch.Tensor:
+        """neuraloperator FNOBlocks.forward (post- or pre-activation) for layer ``layer``; x [E, B, C, P]."""
+        cfg = self.config
+        last = layer == cfg.n_layers - 1
+        p = "fno_blocks"
+        if cfg.preactivation:
+            x = F.gelu(x)
+        skip_fno = _skip(x, w, f"{p}.fno_skips.{layer}", cfg.fno_skip) if cfg.fno_skip else None
+        mlp_skip = cfg.use_channel_mlp and cfg.channel_mlp_skip is not None
+        skip_mlp = _skip(x, w, f"{p}.channel_mlp_skips.{layer}", cfg.channel_mlp_skip) if mlp_skip else None
+        conv = f"{p}.convs.{layer}"
+        x = _spectral_conv(x, w[f"{conv}.weight.tensor"], w[f"{conv}.bias"], hw, self.backend)
+        if skip_fno is not None:
+            x = x + skip_fno
+        if not last:
+            x = F.gelu(x)
+        if cfg.use_channel_mlp:
+            x = _channel_mlp(x, w, f"{p}.channel_mlp.{layer}", 2)
+            if skip_mlp is not None:
+                x = x + skip_mlp
+        if not last and not cfg.preactivation:
+            x = F.gelu(x)
+        return x
+
+    # -- checks --------------------------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor, name: str) -> bool:
+        """Validate ``x``; True when it is one input [B, C, H, W] shared by all experts."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+        w0 = next(iter(self.stacked().values()))
+        real = torch.float64 if w0.dtype in (torch.float64, torch.complex128) else torch.float32
+        if x.dtype != real:
+            raise TypeError(f"{name}: dtype {x.dtype} does not match the experts' weights ({real})")
+        if x.dim() not in (4, 5):
+            raise ValueError(f"{name}: expected [B, C, H, W] or [E, B, C, H, W], got shape {tuple(x.shape)}")
+        if x.dim() == 5 and x.shape[0] != self.num_experts:
+            raise ValueError(f"{name}: leading axis {x.shape[0]} != num_experts {self.num_experts}")
+        c, h, wd = x.shape[-3:]
+        if c != self.config.in_channels:
+            raise ValueError(f"{name}: {c} channels (axis -3), the experts take in_channels={self.config.in_channels}")
+        m1, m2 = self.config.weight_modes
+        if h < m1 or wd // 2 + 1 < m2:
+            raise ValueError(
+                f"{name}: grid {h}x{wd} is too small for n_modes={self.config.n_modes} "
+                f"(needs H >= {m1} and W // 2 + 1 >= {m2})"
+            )
+        return x.dim() == 4
+
+    def _auto_chunk(self, x: torch.Tensor) -> int:
+        cfg = self.config
+        B = x.shape[-4]
+        width = max(cfg.hidden_channels, cfg.lifting_channels, cfg.projection_channels)
+        per_expert = B * width * x.shape[-2] * x.shape[-1] * x.element_size() * 4
+        return max(1, min(self.num_experts, CHUNK_BYTES // max(per_expert, 1)))
+
+
+def _mangle(key: str) -> str:
+    # nn.Module parameter names cannot hold dots; neuraloperator keys never hold "__".
+    return key.replace(".", "__")
+
+
+def _check_keys(spec: Mapping, items: Mapping[str, torch.Tensor], name: str) -> None:
+    missing = sorted(set(spec) - set(items))
+    extra = sorted(set(items) - set(spec))
+    if missing or extra:
+        raise ValueError(
+            f"{name}: does not match the architecture (missing keys {missing[:4]}{'...' if len(missing) > 4 else ''}, "
+            f"unexpected keys {extra[:4]}{'...' if len(extra) > 4 else ''})"
+        )
+    for k, (shape, _) in spec.items():
+        if tuple(items[k].shape) != shape:
+            raise ValueError(f"{name}[{k!r}]: shape {tuple(items[k].shape)}, the architecture needs {shape}")
+
+
+def _check_stacked(config: ExpertConfig, weights: Mapping[str, torch.Tensor]) -> int:
+    """Validate stacked weights against ``config``; return E."""
+    spec = param_spec(config)
+    items = _tensor_items(weights)
+    missing = sorted(set(spec) - set(items))
+    extra = sorted(set(items) - set(spec))
+    if missing or extra:
+        raise ValueError(f"weights: missing keys {missing[:4]}, unexpected keys {extra[:4]} for {config}")
+    sizes = {items[k].shape[0] if items[k].dim() else None for k in spec}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            f"weights: every tensor needs the same leading expert axis E, got sizes {sorted(map(str, sizes))}"
+        )
+    real = None
+    for k, (shape, dtype) in spec.items():
+        t = items[k]
+        if tuple(t.shape[1:]) != shape:
+            raise ValueError(f"weights[{k!r}]: shape {tuple(t.shape)}, expected [E, {', '.join(map(str, shape))}]")
+        if dtype.is_complex != t.dtype.is_complex or not (t.dtype.is_complex or t.dtype.is_floating_point):
+            kind = "complex" if dtype.is_complex else "real floating"
+            raise TypeError(f"weights[{k!r}]: dtype {t.dtype}, expected a {kind} dtype")
+        r = t.real.dtype if t.dtype.is_complex else t.dtype
+        if real is not None and r != real:
+            raise TypeError(f"weights[{k!r}]: precision {t.dtype} differs from the other weights ({real})")
+        real = r
+    (E,) = sizes
+    if E < 1:
+        raise ValueError("weights: E must be >= 1")
+    return E
