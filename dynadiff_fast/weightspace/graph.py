@@ -171,7 +171,7 @@ class NodeTokens:
     def select(self, index) -> NodeTokens:
         """Experts ``index`` (int, slice, list or index tensor); an int keeps the expert axis."""
         if isinstance(index, int):
-            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+            index = slice(index, index + 1 or None)  # -1 -> slice(-1, None)
         return NodeTokens([t[index] for t in self.groups], self.layout)
 
     @staticmethod
