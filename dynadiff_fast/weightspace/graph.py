@@ -234,9 +234,11 @@ class WeightGraph:
 
     @classmethod
     def from_module(cls, module: nn.Module) -> WeightGraph:
-        """Graph of a neuraloperator ``FNO`` or of a plain net of Linear/ConvNd layers."""
+        """Graph of a neuraloperator ``FNO`` (or a ``BatchedFNO``'s experts) or of a plain Linear/ConvNd net."""
         if not isinstance(module, nn.Module):
             raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+        if hasattr(module, "stacked") and hasattr(module, "config"):  # BatchedFNO: one expert's layout
+            return cls.from_config(module.config)
         if _is_fno(module):
             _check_fno_supported(module)
             graph = cls._from_fno_state(_tensor_items(module.state_dict()))
