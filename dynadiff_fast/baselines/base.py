@@ -1,0 +1,14 @@
+"""One-for-All: the pooled pretrained FNO (the zoo's base model, trained on every seen environment),
+used unchanged for every test environment. No adaptation."""
+
+from __future__ import annotations
+
+from dynadiff_fast.baselines.common import Adapted, Context, batched, repeat_stacked, shared_rollout
+from dynadiff_fast.eval.protocol import Task
+
+NAMES = ("base",)
+
+
+def run(ctx: Context, task: Task) -> dict[str, Adapted]:
+    expert = batched(ctx.zoo.config, repeat_stacked(ctx.zoo.base_state_dict(), 1)).to(ctx.device)
+    return {"base": Adapted(shared_rollout(expert), 0.0, 1, {})}

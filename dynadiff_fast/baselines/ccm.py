@@ -1,0 +1,135 @@
+"""Calibration-Conditioned Merge (CCM; "Discovering Physical Directions in Weight Space", 2026).
+
+From the family anchor θ0 (the pooled base model every zoo expert was fine-tuned from), expert updates
+Δ_i = θ_i - θ0 split into a shared adaptation Δ+ and signed physical direction(s) Δ-; a new environment gets
+ONE merged checkpoint
+
+    θ(α) = θ0 + Δ+ + Σ_d α_d Δ-_d,
+
+its coordinate α chosen by the prefix error on the observed frames (CCM-Prefix: no parameter metadata).
+
+endpoint variant (one environment parameter, the paper's construction): the zoo experts of the lowest- and
+    highest-parameter seen environments (averaged when there are several per environment) are the
+    endpoints; Δ+ = (Δ_hi + Δ_lo) / 2, Δ- = (Δ_hi - Δ_lo) / 2, so α = -1 / +1 recover the endpoints.
+principal variant (P >= 2 parameters, e.g. Navier–Stokes (A, s), cylinder flow (Re, r)): no single
+    endpoint pair spans the family, so Δ+ = mean_i Δ_i and Δ-_d are the top-P principal directions of the
+    centred updates, scaled so the zoo's coordinates have unit variance.
+
+Search (``common.grid_search``): a grid of ``search_points`` per coordinate over the zoo's coordinate range
+extended by half its span on each side (CCM's gains are largest in extrapolation), then a grid of the same
+size one cell either side of the best point.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dynadiff_fast.baselines.common import (
+    Adapted,
+    Context,
+    Stacked,
+    Timer,
+    adapted_experts,
+    batched,
+    combine,
+    grid_search,
+    paired_prefix_errors,
+    prefix_rollout_errors,
+    search_box,
+)
+from dynadiff_fast.eval.protocol import Task
+
+NAMES = ("ccm",)
+
+
+def _flat(stacked: Stacked) -> torch.Tensor:
+    """``{key: [E, ...]}`` -> real ``[E, n_params]`` (complex tensors as (real, imag) pairs)."""
+    parts = [torch.view_as_real(v) if v.is_complex() else v for v in stacked.values()]
+    return torch.cat([p.reshape(p.shape[0], -1).double() for p in parts], dim=1)
+
+
+def _unflat(flat: torch.Tensor, like: Stacked) -> Stacked:
+    out, i = {}, 0
+    for key, v in like.items():
+        real_shape = (*v.shape[1:], 2) if v.is_complex() else v.shape[1:]
+        n = int(torch.Size(real_shape).numel())
+        chunk = flat[:, i : i + n].reshape(flat.shape[0], *real_shape)
+        real_dtype = v.real.dtype if v.is_complex() else v.dtype
+        chunk = chunk.to(real_dtype).contiguous()
+        out[key] = torch.view_as_complex(chunk) if v.is_complex() else chunk
+        i += n
+    return out
+
+
+def endpoint_basis(anchor: Stacked, low: Stacked, high: Stacked) -> tuple[Stacked, torch.Tensor]:
+    """Basis ``[θ0 + Δ+, Δ-]`` (stack of 2) and the endpoints' coordinates ``[[-1], [1]]``."""
+    d_lo = {k: low[k].mean(0) - anchor[k][0] for k in anchor}
+    d_hi = {k: high[k].mean(0) - anchor[k][0] for k in anchor}
+    basis = {k: torch.stack([anchor[k][0] + (d_hi[k] + d_lo[k]) / 2, (d_hi[k] - d_lo[k]) / 2]) for k in anchor}
+    return basis, torch.tensor([[-1.0], [1.0]])
+
+
+def principal_basis(anchor: Stacked, zoo: Stacked, n_dirs: int) -> tuple[Stacked, torch.Tensor]:
+    """Basis ``[θ0 + Δ+, Δ-_1..Δ-_D]`` from the principal directions of the zoo's updates, and the zoo
+    experts' coordinates ``[N, D]`` (unit variance per direction)."""
+    delta = _flat(zoo) - _flat(anchor)  # [N, n_params]
+    plus = delta.mean(0, keepdim=True)
+    centred = delta - plus
+    n = delta.shape[0]
+    n_dirs = min(n_dirs, n - 1) if n > 1 else 0
+    if n_dirs < 1:
+        raise ValueError(f"ccm: the principal variant needs >= 2 zoo experts, got {n}")
+    u, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    scale = s[:n_dirs] / n**0.5
+    dirs = vh[:n_dirs] * scale[:, None]
+    coords = u[:, :n_dirs] * n**0.5
+    flat = torch.cat([_flat(anchor) + plus, dirs])
+    return _unflat(flat, anchor), coords.float()
+
+
+def search_alpha(
+    cfg, basis: Stacked, coords: torch.Tensor, obs: torch.Tensor, points: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per environment, the coordinate ``α [N, D]`` minimising the prefix error of θ(α) on ``obs [N, L, ...]``,
+    and that error ``[N]``. basis: ``[θ0 + Δ+, Δ-_1..Δ-_D]``; coords: the zoo's coordinates ``[M, D]``."""
+
+    def merged(alpha: torch.Tensor):  # [M, D] -> BatchedFNO of M merges
+        weights = torch.cat([torch.ones(len(alpha), 1), alpha], dim=1)
+        return batched(cfg, combine(basis, weights)).to(obs.device)
+
+    def shared(cands: torch.Tensor) -> torch.Tensor:
+        return prefix_rollout_errors(merged(cands), obs)
+
+    def paired(cands: torch.Tensor) -> torch.Tensor:
+        n, m = cands.shape[:2]
+        errs = paired_prefix_errors(merged(cands.flatten(0, 1)), obs.repeat_interleave(m, dim=0))
+        return errs.reshape(n, m)
+
+    lo, hi = search_box(coords)
+    return grid_search(shared, paired, lo, hi, points)
+
+
+def ccm_basis(ctx: Context) -> tuple[Stacked, torch.Tensor, str]:
+    """The CCM basis of the context's zoo: endpoint variant for one parameter, principal otherwise."""
+    zoo = ctx.zoo
+    anchor = {k: v[None] for k, v in zoo.base_state_dict().items()}
+    stacked = ctx.cached("zoo_experts", lambda: zoo.batched().to(ctx.device)).stacked()
+    stacked = {k: v.detach().cpu() for k, v in stacked.items()}
+    if zoo.params.shape[1] == 1:
+        p = zoo.params[:, 0]
+        low, high = (p == p.min()).nonzero()[:, 0], (p == p.max()).nonzero()[:, 0]
+        basis, coords = endpoint_basis(
+            anchor, {k: v[low] for k, v in stacked.items()}, {k: v[high] for k, v in stacked.items()}
+        )
+        return basis, coords, "endpoint"
+    basis, coords = principal_basis(anchor, stacked, zoo.params.shape[1])
+    return basis, coords, "principal"
+
+
+def run(ctx: Context, task: Task) -> dict[str, Adapted]:
+    basis, coords, variant = ctx.cached("ccm_basis", lambda: ccm_basis(ctx))
+    with Timer() as t:
+        alpha, _ = search_alpha(ctx.zoo.config, basis, coords, task.obs.to(ctx.device), ctx.budget.search_points)
+        weights = torch.cat([torch.ones(len(alpha), 1), alpha], dim=1)
+        merged = batched(ctx.zoo.config, combine(basis, weights)).to(ctx.device)
+    return {"ccm": adapted_experts(merged, t.seconds, variant=variant, alpha=alpha.tolist())}

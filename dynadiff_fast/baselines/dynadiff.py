@@ -1,0 +1,45 @@
+"""DynaDiff (the method): expert weights generated from the observed frames (``DynaDiff.generate``).
+
+dynadiff_prefix       K samples per environment, the one with the lowest prefix error kept (select="prefix").
+dynadiff_none         all K samples kept (select="none"); metrics average over the samples, and the std
+                      over samples is part of the reported spread.
+dynadiff_shuffled     control: each environment prompted with another environment's observations
+                      (prompt_mode="shuffled"), select="none".
+dynadiff_zero_prompt  control: a zero prompt (prompt_mode="zero"), select="none".
+The controls use select="none" so prefix selection cannot hide a prompt that carries no information;
+compare them with dynadiff_none.
+"""
+
+from __future__ import annotations
+
+from dynadiff_fast.baselines.common import Adapted, Context, Timer, adapted_experts
+from dynadiff_fast.eval.protocol import Task
+
+# result key -> (select, prompt_mode)
+VARIANTS = {
+    "dynadiff_prefix": ("prefix", "real"),
+    "dynadiff_none": ("none", "real"),
+    "dynadiff_shuffled": ("none", "shuffled"),
+    "dynadiff_zero_prompt": ("none", "zero"),
+}
+NAMES = tuple(VARIANTS)
+
+
+def load(ctx: Context):
+    from dynadiff_fast.generative.dynadiff import DynaDiff
+
+    if ctx.run_dir is None:
+        raise ValueError("dynadiff: no DynaDiff run given (--run RUN: the folder `dynadiff train all` wrote)")
+    return DynaDiff.load(ctx.run_dir)
+
+
+def run(ctx: Context, task: Task) -> dict[str, Adapted]:
+    dd = ctx.cached("dynadiff", lambda: load(ctx))
+    obs = task.obs.to(ctx.device)
+    out = {}
+    for key, (select, mode) in VARIANTS.items():
+        with Timer() as t:
+            experts, _ = dd.generate(obs, n_samples=ctx.n_samples, select=select, seed=ctx.seed, prompt_mode=mode)
+        k = 1 if select == "prefix" else ctx.n_samples
+        out[key] = adapted_experts(experts.to(ctx.device), t.seconds, k, select=select, prompt_mode=mode)
+    return out

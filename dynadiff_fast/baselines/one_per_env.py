@@ -1,0 +1,29 @@
+"""One-per-Env (upper reference): an expert trained on the test environment's own *training*
+trajectories, which no other method may use. Trained as the zoo's experts are (from the pooled base
+model, ``experts.train.finetune_experts``: all environments at once in one ``BatchedFNO``), for
+``budget.one_per_env_epochs`` epochs."""
+
+from __future__ import annotations
+
+import torch
+
+from dynadiff_fast.baselines.common import Adapted, Context, Timer, adapted_experts, batched, repeat_stacked
+from dynadiff_fast.eval.protocol import Task
+
+NAMES = ("one_per_env",)
+
+
+def run(ctx: Context, task: Task) -> dict[str, Adapted]:
+    from dynadiff_fast.experts.train import finetune_experts
+
+    b = ctx.budget
+    with Timer() as t:
+        data = ctx.ds.train(task.envs.tolist()).to(ctx.device)
+        experts = batched(ctx.zoo.config, repeat_stacked(ctx.zoo.base_state_dict(), task.n_env)).to(ctx.device)
+        gens = [ctx.generator(1000 + int(e)) for e in task.envs]
+        history = finetune_experts(
+            experts, data, torch.arange(task.n_env), gens, b.one_per_env_epochs, b.lr, b.batch_size
+        )
+        experts.eval()
+    final = history[-1].tolist() if len(history) else []
+    return {"one_per_env": adapted_experts(experts, t.seconds, epochs=b.one_per_env_epochs, train_loss=final)}
