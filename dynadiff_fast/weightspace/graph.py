@@ -649,12 +649,14 @@ def _encode_segment(t: torch.Tensor, s: Segment) -> torch.Tensor:
 
 
 def _decode_segment(x: torch.Tensor, s: Segment) -> torch.Tensor:
-    """``[E, n_out, s.length]`` -> ``[E, *s.shape]`` (contiguous)."""
-    e = x.shape[0]
-    if s.kind == SPECTRAL:
-        ri = x.reshape(e, s.shape[1], s.shape[0], *s.shape[2:], 2)
-        return torch.complex(ri[..., 0], ri[..., 1]).transpose(1, 2).contiguous()
-    return x.reshape(e, *s.shape).contiguous()
+    """``[E, n_out, s.length]`` -> ``[E, *s.shape]`` (contiguous): views, then one copy."""
+    if s.kind == SPECTRAL:  # [E, out, in*m*2] -> [E, in, out, *m, 2] -> complex view
+        ri = x.unflatten(-1, (s.shape[0], *s.shape[2:], 2)).transpose(1, 2)
+        # A fresh buffer (storage offset 0) even where the transpose is trivial: view_as_complex needs it.
+        return torch.view_as_complex(ri.clone(memory_format=torch.contiguous_format))
+    if s.kind == DENSE:
+        return x.unflatten(-1, s.shape[1:]).contiguous()
+    return x.reshape(x.shape[0], *s.shape).contiguous()  # BIAS / GATE: n_out entries
 
 
 # ----------------------------------------------------------------------------------------------------
