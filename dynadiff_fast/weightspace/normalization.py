@@ -40,8 +40,9 @@ GRANULARITIES = ("element", "pair")
 class WeightNormalizer:
     """Per-entry affine map of node tokens: ``normalize(t) = (t - mean) / std``, ``denormalize`` inverts it.
 
-    ``mean[g]`` and ``std[g]`` are ``[n_nodes_g, feat_g]`` (float32), broadcast over experts. Build with
-    ``fit`` or ``from_state_dict``; store with ``state_dict()`` (tensors only: ``mean.<g>``, ``std.<g>``).
+    ``mean[g]`` and ``std[g]`` are ``[n_nodes_g, feat_g]`` (float32), broadcast over experts; treat them as
+    read-only (copies on the tokens' device/dtype are cached on first use). Build with ``fit`` or
+    ``from_state_dict``; store with ``state_dict()`` (tensors only: ``mean.<g>``, ``std.<g>``).
     """
 
     def __init__(self, mean: list[torch.Tensor], std: list[torch.Tensor]):
@@ -49,12 +50,13 @@ class WeightNormalizer:
             raise ValueError(f"mean/std: expected the same non-zero number of groups, got {len(mean)} and {len(std)}")
         for g, (m, s) in enumerate(zip(mean, std)):
             if m.dim() != 2 or m.shape != s.shape:
-                raise ValueError(f"mean[{g}]/std[{g}]: expected equal [n_nodes, feat] shapes, got "
-                                 f"{tuple(m.shape)} and {tuple(s.shape)}")  # fmt: skip
+                shapes = f"{tuple(m.shape)} and {tuple(s.shape)}"
+                raise ValueError(f"mean[{g}]/std[{g}]: expected equal [n_nodes, feat] shapes, got {shapes}")
             if not bool((s > 0).all()) or not bool(torch.isfinite(m).all()):
                 raise ValueError(f"std[{g}]/mean[{g}]: stds must be > 0 and means finite")
         self.mean = list(mean)
         self.std = list(std)
+        self._cast: dict[tuple[torch.device, torch.dtype], tuple[list, list]] = {}
 
     # -- fitting ----------------------------------------------------------------------------------
 
@@ -105,14 +107,21 @@ class WeightNormalizer:
     def normalize(self, tokens: NodeTokens) -> NodeTokens:
         """``(t - mean) / std`` per entry; differentiable in ``tokens``."""
         groups = self._check(tokens)
-        out = [(t - m.to(t)) / s.to(t) for t, m, s in zip(groups, self.mean, self.std)]
-        return NodeTokens(out, tokens.layout)
+        mean, std = self._stats_like(groups[0])
+        return NodeTokens([(t - m) / s for t, m, s in zip(groups, mean, std)], tokens.layout)
 
     def denormalize(self, tokens: NodeTokens) -> NodeTokens:
         """``t * std + mean`` per entry (inverse of ``normalize``); differentiable in ``tokens``."""
         groups = self._check(tokens)
-        out = [torch.addcmul(m.to(t), t, s.to(t)) for t, m, s in zip(groups, self.mean, self.std)]
-        return NodeTokens(out, tokens.layout)
+        mean, std = self._stats_like(groups[0])
+        return NodeTokens([torch.addcmul(m, t, s) for t, m, s in zip(groups, mean, std)], tokens.layout)
+
+    def _stats_like(self, t: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Statistics on ``t``'s device and dtype, cast once and cached (no per-step host->device copy)."""
+        key = (t.device, t.dtype)
+        if key not in self._cast:
+            self._cast[key] = ([m.to(t) for m in self.mean], [s.to(t) for s in self.std])
+        return self._cast[key]
 
     def _check(self, tokens: NodeTokens) -> list[torch.Tensor]:
         if not isinstance(tokens, NodeTokens):
@@ -134,7 +143,7 @@ class WeightNormalizer:
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         loaded = self.from_state_dict(state)
-        self.mean, self.std = loaded.mean, loaded.std
+        self.mean, self.std, self._cast = loaded.mean, loaded.std, {}
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> WeightNormalizer:
@@ -161,9 +170,9 @@ class WeightNormalizer:
 
 
 def _moments(t: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
-    x = t.detach().to(torch.float64)
-    mean = x.mean(0)
-    return float(x.shape[0]), mean, (x - mean).square().sum(0)
+    n = t.shape[0]
+    var, mean = torch.var_mean(t.detach().to(torch.float64), dim=0, correction=0)
+    return float(n), mean, var * n
 
 
 def _merge(a, b):

@@ -19,15 +19,28 @@ warnings.filterwarnings("ignore", category=UserWarning, module="neuralop")
 FNO_CONFIGS = {
     "1layer_8x8": dict(n_modes=(8, 8), in_channels=1, out_channels=1, hidden_channels=8, n_layers=1),
     "2layer_12x6_gates": dict(
-        n_modes=(12, 6), in_channels=2, out_channels=3, hidden_channels=12, n_layers=2,
-        fno_skip="soft-gating", channel_mlp_skip="linear",
+        n_modes=(12, 6),
+        in_channels=2,
+        out_channels=3,
+        hidden_channels=12,
+        n_layers=2,
+        fno_skip="soft-gating",
+        channel_mlp_skip="linear",
     ),
     "4layer_8x8": dict(n_modes=(8, 8), in_channels=3, out_channels=3, hidden_channels=16, n_layers=4),
     "2layer_bare": dict(
-        n_modes=(6, 5), in_channels=2, out_channels=2, hidden_channels=6, n_layers=2, lifting_channel_ratio=0,
-        use_channel_mlp=False, fno_skip="identity", positional_embedding=None, projection_channel_ratio=1.5,
+        n_modes=(6, 5),
+        in_channels=2,
+        out_channels=2,
+        hidden_channels=6,
+        n_layers=2,
+        lifting_channel_ratio=0,
+        use_channel_mlp=False,
+        fno_skip="identity",
+        positional_embedding=None,
+        projection_channel_ratio=1.5,
     ),
-}  # fmt: skip
+}
 
 
 def make_fno(seed: int, **cfg) -> FNO:
@@ -117,10 +130,12 @@ def test_fno_layout_matches_paper_description():
     [
         # Paper App. I (Cylinder flow, Table 3): lifting [128, 5], [64, 129], convs [64, 6209], channel MLP
         # [32, 65], [64, 34], projection [128, 65], [2, 129].
-        (dict(n_modes=(12, 6), in_channels=2, out_channels=2, hidden_channels=64, n_layers=4),
-         [(128, 5), (64, 129)] + [(64, 6209), (32, 65), (64, 34)] * 4 + [(128, 65), (2, 129)]),
+        (
+            dict(n_modes=(12, 6), in_channels=2, out_channels=2, hidden_channels=64, n_layers=4),
+            [(128, 5), (64, 129)] + [(64, 6209), (32, 65), (64, 34)] * 4 + [(128, 65), (2, 129)],
+        ),
     ],
-)  # fmt: skip
+)
 def test_paper_cylinder_flow_profile(cfg, lengths):
     with torch.device("meta"):
         graph = WeightGraph.from_module(FNO(**cfg))
@@ -152,11 +167,14 @@ def test_expert_configs_build_graphs():
 PLAIN_NETS = {
     "mlp": lambda: nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2)),
     "conv": lambda: nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 5, (3, 5), padding=(1, 2), bias=False),
-        nn.ReLU(), nn.Conv2d(5, 4, 1),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 5, (3, 5), padding=(1, 2), bias=False),
+        nn.ReLU(),
+        nn.Conv2d(5, 4, 1),
     ),
     "single_linear": lambda: nn.Linear(7, 3),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", list(PLAIN_NETS))
@@ -277,8 +295,9 @@ def test_batched_source_and_packed_view():
 
     values, offsets, lengths, group_id = tokens.packed()
     assert values.shape == (3, graph.total_length) and offsets.shape == (graph.num_nodes,)
-    assert torch.equal(lengths, torch.tensor([L for n, L in zip(graph.group_sizes, graph.feature_lengths)
-                                              for _ in range(n)]))  # fmt: skip
+    assert torch.equal(
+        lengths, torch.tensor([L for n, L in zip(graph.group_sizes, graph.feature_lengths) for _ in range(n)])
+    )
     node = 0
     for gi, t in enumerate(tokens.groups):
         for j in range(t.shape[1]):

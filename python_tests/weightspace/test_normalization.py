@@ -40,8 +40,9 @@ def assert_standardized(samples, mean, std):
     spreads here); nothing else may move the mean."""
     shift = torch.finfo(torch.float32).eps * (mean.abs() / std).amax(-1)
     assert (samples.mean(-1).abs() <= 1e-6 + shift).all()
-    torch.testing.assert_close(samples.std(-1, unbiased=False), torch.ones(samples.shape[:-1], dtype=samples.dtype),
-                               rtol=0, atol=1e-4)  # fmt: skip
+    torch.testing.assert_close(
+        samples.std(-1, unbiased=False), torch.ones(samples.shape[:-1], dtype=samples.dtype), rtol=0, atol=1e-4
+    )
 
 
 def test_element_statistics_are_zero_mean_unit_std(graph):
