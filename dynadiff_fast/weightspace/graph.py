@@ -33,6 +33,13 @@ input blocks of the segments reading from it) leaves the network's function unch
 Tokens are batched over experts: ``NodeTokens.groups[g]`` is ``[E, n_nodes_g, feat_g]``. Encoding and
 decoding only copy values (complex -> (re, im) and back), so the round trip is bitwise exact, and
 ``decode_stacked`` keeps autograd from the stacked weights back to the tokens (the VAE's functional loss).
+
+    graph = WeightGraph.from_config(cfg)                  # or .from_module(fno), .from_state_dict(sd)
+    tokens = graph.encode(experts)                        # module | state dict | list of those | BatchedFNO
+    values, offsets, lengths, group_id = tokens.packed()  # flat view for the ragged kernels
+    bf = BatchedFNO.from_stacked(cfg, graph.decode_stacked(tokens))   # differentiable in tokens
+    state_dicts = graph.decode(tokens)                    # one detached state dict per expert
+    fno_p = permute_hidden(fno, perm)                     # same function, permuted hidden channels
 """
 
 from __future__ import annotations
@@ -157,10 +164,6 @@ class NodeTokens:
     @property
     def device(self) -> torch.device:
         return self.groups[0].device
-
-    def replace(self, groups: Sequence[torch.Tensor]) -> NodeTokens:
-        """Same layout, new group tensors (shapes checked)."""
-        return NodeTokens(self.layout.check_groups(list(groups), "groups"), self.layout)
 
     def to(self, *args, **kwargs) -> NodeTokens:
         return NodeTokens([t.to(*args, **kwargs) for t in self.groups], self.layout)
