@@ -13,7 +13,10 @@ Statistics are taken across the experts of the zoo. Two granularities:
   the official code's ranges do) would leave the high modes' between-expert variation far below the
   token scale, invisible to the VAE's reconstruction loss.
 * ``"pair"``: the paper's literal choice, one mean/std per (input node, output node) pair, pooled over
-  its kernel entries / modes and (re, im); per node for biases and gates.
+  its kernel entries / modes and (re, im); per node for biases and gates. Pooled over modes, a pair's
+  std is dominated by the mode-to-mode spread of the shared base weights, not by the between-expert
+  variation: on a 24-expert tiny zoo (hidden 16, modes 8x8) the spectral tokens' between-expert std
+  came out at 0.036 under ``"pair"`` vs 1.0 under ``"element"`` (dense / bias segments: 1.0 under both).
 
 Why z-scores and not the official min-max scaling to [0, 1]: min-max over the zoo is set by its most
 extreme expert, so the between-expert variation of typical experts ends up in a sliver of [0, 1]; a
