@@ -6,17 +6,15 @@ Statistics are taken across the experts of the zoo. Two granularities:
 * ``"element"`` (default): one mean/std per scalar, i.e. per (input node, output node, kernel entry /
   Fourier mode, re|im) for weights and per node for biases and soft gates. This refines the paper's
   per-pair statistics, and it is what we recommend: a domain-adaptive zoo is finetuned from one base
-  model, so each coordinate's zoo mean is (close to) the base weight and its spread is the
-  environment-driven variation, and that spread differs by orders of magnitude between Fourier modes of
-  the same (in, out) pair (low modes carry the dynamics, high modes barely move; a few coordinates,
-  such as the imaginary parts of self-conjugate modes, get no gradient at all). Pooling over modes (as
-  the official code's ranges do) would leave the high modes' between-expert variation far below the
-  token scale, invisible to the VAE's reconstruction loss.
+  model, so each coordinate's zoo mean is (close to) its base weight and its std the environment-driven
+  variation the generator has to learn. Some coordinates get no gradient at all (the imaginary part of
+  the zero-frequency mode: the inverse rFFT discards it) and stay constant across the zoo.
 * ``"pair"``: the paper's literal choice, one mean/std per (input node, output node) pair, pooled over
   its kernel entries / modes and (re, im); per node for biases and gates. Pooled over modes, a pair's
   std is dominated by the mode-to-mode spread of the shared base weights, not by the between-expert
   variation: on a 24-expert tiny zoo (hidden 16, modes 8x8) the spectral tokens' between-expert std
-  came out at 0.036 under ``"pair"`` vs 1.0 under ``"element"`` (dense / bias segments: 1.0 under both).
+  came out at 0.036 under ``"pair"`` vs 1.0 under ``"element"`` (dense / bias segments: 1.0 under both),
+  i.e. the official code's pitfall (ranges pooled over modes) in z-score form.
 
 Why z-scores and not the official min-max scaling to [0, 1]: min-max over the zoo is set by its most
 extreme expert, so the between-expert variation of typical experts ends up in a sliver of [0, 1]; a
