@@ -1,6 +1,7 @@
 """DynaDiff (the method): expert weights generated from the observed frames (``DynaDiff.generate``).
 
-dynadiff_prefix       K samples per environment, the one with the lowest prefix error kept (select="prefix").
+dynadiff_prefix       K samples per environment, the one with the lowest one-step error on the observed
+                      frame pairs kept (select="prefix").
 dynadiff_none         all K samples kept (select="none"); metrics average over the samples, and the std
                       over samples is part of the reported spread.
 dynadiff_shuffled     control: each environment prompted with another environment's observations
@@ -30,7 +31,7 @@ def load(ctx: Context):
 
     if ctx.run_dir is None:
         raise ValueError("dynadiff: no DynaDiff run given (--run RUN: the folder `dynadiff train all` wrote)")
-    return DynaDiff.load(ctx.run_dir)
+    return DynaDiff.load(ctx.run_dir, device=ctx.device)
 
 
 def run(ctx: Context, task: Task) -> dict[str, Adapted]:

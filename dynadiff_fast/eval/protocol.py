@@ -105,8 +105,9 @@ def check_config(ds, cfg: ProtocolConfig) -> int:
     return steps
 
 
-def make_task(ds, domain: str, cfg: ProtocolConfig = ProtocolConfig()) -> Task:
+def make_task(ds, domain: str, cfg: ProtocolConfig | None = None) -> Task:
     """The ``Task`` of ``domain`` (``"in_domain"`` or ``"out_domain"``): observations and initial frames only."""
+    cfg = cfg or ProtocolConfig()
     if domain not in DOMAINS:
         raise ValueError(f"domain: expected one of {DOMAINS}, got {domain!r}")
     steps = check_config(ds, cfg)
@@ -150,7 +151,8 @@ def prefix_error(rollouts: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
     """Mean squared error of rollouts started at ``obs[:, 0]`` against the observed frames 1..L-1.
 
     rollouts: ``[N, K, L, C, *S]`` (K candidate predictors per environment); obs: ``[N, L, C, *S]``
-    -> ``[N, K]``. The same criterion DynaDiff's select="prefix" uses to rank candidates.
+    -> ``[N, K]``. The training-free baselines rank candidate weights by it (an L-1-step rollout, as the
+    evaluation itself is a rollout).
     """
     if rollouts.shape[0] != obs.shape[0] or rollouts.shape[2:] != obs.shape[1:]:
         raise ValueError(f"rollouts {tuple(rollouts.shape)} do not match obs {tuple(obs.shape)} as [N, K, L, ...]")

@@ -1,0 +1,197 @@
+"""``dynadiff evaluate``: DynaDiff and every baseline on one dataset, one zoo, one protocol.
+
+    dynadiff evaluate --run RUN --data FILE.h5 --out DIR [--zoo ZOO] [--methods "[base, ccm]"]
+
+Writes ``DIR/results.json`` (``report.RESULTS_FORMAT``), ``DIR/report.md``, ``DIR/figures/*.png`` and
+``DIR/config.yaml``. In Python: ``evaluate(ds, zoo, run_dir, ...)`` returns the results dict and the
+predictions kept for figures.
+
+Per domain, each method adapts on the task's observation sequences (``eval.protocol.Task``), then
+rolls out every test trajectory; scoring is done in chunks of environments so a paper-size evaluation
+never holds every prediction at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dynadiff_fast import config as config_mod
+from dynadiff_fast.cli import Command
+from dynadiff_fast.eval.protocol import DOMAINS, ProtocolConfig, cat_scores, env_chunks, make_task, score, summarize
+from dynadiff_fast.profiling import nvtx_range
+
+log = logging.getLogger("dynadiff.evaluate")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    run: str | None = field(default=None, metadata={"help": "DynaDiff run (`dynadiff train all` folder)"})
+    data: str = field(default="", metadata={"help": "dataset .h5 (`dynadiff simulate`)"})
+    out: str = field(default="", metadata={"help": "output folder"})
+    zoo: str | None = field(default=None, metadata={"help": "zoo folder (default: RUN/zoo or RUN/../zoo)"})
+    methods: tuple[str, ...] | None = field(default=None, metadata={"help": "methods to run (None: all)"})
+    preset: str = field(default="tiny", metadata={"help": "training budgets of the baselines: tiny|small|paper"})
+    n_samples: int = field(default=4, metadata={"help": "DynaDiff samples per environment"})
+    seed: int = field(default=0, metadata={"help": "seed of every random choice"})
+    device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
+    env_chunk: int | None = field(default=None, metadata={"help": "environments scored at once (None: all)"})
+    figure_envs: int = field(default=3, metadata={"help": "environments shown in the rollout figures"})
+    strict: bool = field(default=False, metadata={"help": "raise on a failing method (else record it)"})
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"device: expected cpu, cuda[:i] or auto, got {name!r}")
+    return torch.device(name)
+
+
+def find_zoo(run: str | None, zoo: str | None) -> Path:
+    """The zoo folder: ``zoo`` when given, else ``RUN/zoo`` or ``RUN/../zoo``."""
+    if zoo:
+        return Path(zoo)
+    if run:
+        for cand in (Path(run) / "zoo", Path(run).parent / "zoo"):
+            if cand.is_dir():
+                return cand
+    raise ValueError(f"zoo: not given and no zoo folder beside run {run!r}; pass --zoo ZOO")
+
+
+def _run_method(ctx, task, name: str, strict: bool) -> dict[str, Any]:
+    from dynadiff_fast.baselines import method_module
+
+    module = method_module(name)
+    try:
+        with nvtx_range(f"eval/{name}"):
+            return module.run(ctx, task)
+    except Exception as err:  # a method that cannot run is recorded in the report, not hidden
+        if strict:
+            raise
+        log.error("method %s failed on %s: %s\n%s", name, task.domain, err, traceback.format_exc())
+        return {key: f"{type(err).__name__}: {err}" for key in module.NAMES}
+
+
+def evaluate_task(ctx, ds, task, methods, strict: bool, env_chunk: int | None, keep: int, gaussian: bool):
+    """Scores of every method's result keys on one task -> ({key: summary}, {key: kept predictions})."""
+    from dynadiff_fast.eval.protocol import truth
+
+    true = truth(ds, task)
+    results, kept = {}, {"truth": true[:keep, 0]}
+    for name in methods:
+        for key, adapted in _run_method(ctx, task, name, strict).items():
+            if isinstance(adapted, str):
+                results[key] = {"error": adapted}
+                continue
+            parts = []
+            with nvtx_range("eval/rollout"):
+                for sl in env_chunks(task.n_env, env_chunk):
+                    pred = adapted.rollout(sl, task.x0[sl].to(ctx.device), task.steps).cpu()
+                    parts.append(score(pred, true[sl], gaussian))
+                    if sl.start < keep:  # first predictor, first test trajectory of the figure environments
+                        kept.setdefault(key, []).append(pred[: keep - sl.start, 0, 0])
+            kept[key] = torch.cat(kept[key]) if key in kept else None
+            summary = summarize(cat_scores(parts), task)
+            summary["adapt_seconds"] = adapted.seconds
+            summary["samples_per_env"] = adapted.k
+            summary["info"] = adapted.info
+            results[key] = summary
+            log.info(
+                "%-28s %-10s rmse %.4f  (%.1f s to adapt)", key, task.domain, summary["rmse"]["mean"], adapted.seconds
+            )
+    return results, kept
+
+
+def evaluate(
+    ds,
+    zoo,
+    run_dir=None,
+    methods=None,
+    protocol: ProtocolConfig | None = None,
+    preset: str = "tiny",
+    n_samples: int = 4,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    env_chunk: int | None = None,
+    figure_envs: int = 3,
+    strict: bool = False,
+) -> tuple[dict, dict]:
+    """Evaluate ``methods`` (names of ``baselines.METHODS``; None: all) on both domains of ``ds``.
+
+    Returns ``(results, kept)``: results as written to results.json (without the file metadata the CLI
+    adds), and per domain the truth and each result key's first-trajectory predictions of the first
+    ``figure_envs`` environments (``[n, T+1, C, *S]``) for the figures.
+    """
+    from dynadiff_fast.baselines import METHODS
+    from dynadiff_fast.baselines.common import Context, budget_for
+
+    methods = list(methods or METHODS)
+    protocol = protocol or ProtocolConfig()
+    ctx = Context(ds=ds, zoo=zoo, run_dir=run_dir, budget=budget_for(preset), seed=seed, device=torch.device(device))
+    ctx.n_samples = n_samples
+    results: dict[str, Any] = {"methods": {}, "domains": {}}
+    kept: dict[str, dict] = {}
+    for domain in DOMAINS:
+        task = make_task(ds, domain, protocol)
+        results["domains"][domain] = {
+            "envs": task.envs.tolist(),
+            "params": task.params.tolist(),
+            "split": task.subsplit,
+            "test_trajs": task.test_trajs,
+            "steps": task.steps,
+        }
+        per_key, kept[domain] = evaluate_task(
+            ctx, ds, task, methods, strict, env_chunk, figure_envs, protocol.gaussian_ssim
+        )
+        for key, summary in per_key.items():
+            results["methods"].setdefault(key, {})[domain] = summary
+    return results, kept
+
+
+def _run(cfg: EvaluateConfig) -> int:
+    from dynadiff_fast.data import EnvDataset
+    from dynadiff_fast.eval import figures, report
+    from dynadiff_fast.experts.zoo import Zoo
+
+    if not cfg.data or not cfg.out:
+        raise SystemExit("dynadiff evaluate: --data FILE.h5 and --out DIR are required")
+    out = Path(cfg.out)
+    device = resolve_device(cfg.device)
+    zoo_dir = find_zoo(cfg.run, cfg.zoo)
+    config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
+    with EnvDataset.open(cfg.data) as ds:
+        zoo = Zoo.open(zoo_dir)
+        results, kept = evaluate(
+            ds,
+            zoo,
+            cfg.run,
+            cfg.methods,
+            cfg.protocol,
+            cfg.preset,
+            cfg.n_samples,
+            cfg.seed,
+            device,
+            cfg.env_chunk,
+            cfg.figure_envs,
+            cfg.strict,
+        )
+        doc = report.results_document(results, ds, cfg, zoo_dir)
+        report.write(out, doc)
+        figures.write_all(out / "figures", doc, kept, ds.channel_names)
+    print(report.table(doc))
+    return 0
+
+
+COMMAND = Command(
+    help="evaluate DynaDiff and the baselines on a dataset",
+    config=EvaluateConfig,
+    run=_run,
+    description=__doc__,
+)
