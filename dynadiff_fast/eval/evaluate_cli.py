@@ -155,7 +155,9 @@ def evaluate(
     return results, kept
 
 
-def _run(cfg: EvaluateConfig) -> int:
+def run_evaluation(cfg: EvaluateConfig) -> dict:
+    """Evaluate as ``cfg`` says and write results.json, report.md, figures/ and config.yaml under
+    ``cfg.out``; returns the results document."""
     from dynadiff_fast.data import EnvDataset
     from dynadiff_fast.eval import figures, report
     from dynadiff_fast.experts.zoo import Zoo
@@ -185,7 +187,13 @@ def _run(cfg: EvaluateConfig) -> int:
         doc = report.results_document(results, ds, cfg, zoo_dir)
         report.write(out, doc)
         figures.write_all(out / "figures", doc, kept, ds.channel_names)
-    print(report.table(doc))
+    return doc
+
+
+def _run(cfg: EvaluateConfig) -> int:
+    from dynadiff_fast.eval import report
+
+    print(report.table(run_evaluation(cfg)))
     return 0
 
 
@@ -193,5 +201,4 @@ COMMAND = Command(
     help="evaluate DynaDiff and the baselines on a dataset",
     config=EvaluateConfig,
     run=_run,
-    description=__doc__,
 )
