@@ -153,6 +153,11 @@ class NodeTokens:
     groups: list[torch.Tensor]
     layout: WeightGraph = field(repr=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.layout, WeightGraph):
+            raise TypeError(f"layout: expected a WeightGraph, got {type(self.layout).__name__}")
+        self.groups = self.layout.check_groups(list(self.groups), "groups")
+
     @property
     def num_experts(self) -> int:
         return self.groups[0].shape[0]
@@ -512,7 +517,7 @@ class WeightGraph:
     def decode_stacked(self, tokens: NodeTokens) -> dict[str, torch.Tensor]:
         """Tokens -> ``{key: Tensor[E, *shape]}`` (contiguous; spectral weights complex), differentiable:
         feed ``BatchedFNO.from_stacked`` and gradients flow back to ``tokens``."""
-        groups = self.check_groups(_groups_of(tokens), "tokens")
+        groups = _groups_of(tokens, self)
         out = {}
         for g, t in zip(self.groups, groups):
             for s in g.segments:
@@ -523,7 +528,7 @@ class WeightGraph:
         """Tokens -> one state dict per expert (detached copies; load with ``module.load_state_dict``)."""
         with torch.no_grad():
             stacked = self.decode_stacked(tokens)
-        return [{k: v[e].clone() for k, v in stacked.items()} for e in range(_groups_of(tokens)[0].shape[0])]
+        return [{k: v[e].clone() for k, v in stacked.items()} for e in range(_groups_of(tokens, self)[0].shape[0])]
 
     # -- permutation symmetry ---------------------------------------------------------------------
 
@@ -545,7 +550,7 @@ class WeightGraph:
 
     def permute_tokens(self, tokens: NodeTokens, perm, space: str = HIDDEN) -> NodeTokens:
         """The same permutation applied to tokens (nodes and input blocks inside features)."""
-        groups = self.check_groups(_groups_of(tokens), "tokens")
+        groups = _groups_of(tokens, self)
         perm = self._check_perm(perm, space)
         out = []
         for g, t in zip(self.groups, groups):
@@ -725,11 +730,14 @@ def _tensor_items(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def _groups_of(tokens) -> list[torch.Tensor]:
+def _groups_of(tokens, graph: WeightGraph) -> list[torch.Tensor]:
+    """Validated group tensors of ``tokens`` (NodeTokens of ``graph``'s layout, or a list of groups)."""
     if isinstance(tokens, NodeTokens):
-        return list(tokens.groups)
+        if tokens.layout is not graph and tokens.layout != graph:
+            raise ValueError("tokens: they were encoded with a different weight graph (layout) than this one")
+        return tokens.groups
     if isinstance(tokens, (list, tuple)):
-        return list(tokens)
+        return graph.check_groups(list(tokens), "tokens")
     raise TypeError(f"tokens: expected NodeTokens or a list of group tensors, got {type(tokens).__name__}")
 
 

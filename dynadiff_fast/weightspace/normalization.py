@@ -84,7 +84,7 @@ class WeightNormalizer:
                 layout = chunk.layout
             elif chunk.layout != layout:
                 raise ValueError(f"tokens[{i}]: its weight graph differs from the first chunk's")
-            batch = [_moments(t) for t in layout.check_groups(list(chunk.groups), f"tokens[{i}]")]
+            batch = [_moments(t) for t in chunk.groups]
             moments = batch if moments is None else [_merge(a, b) for a, b in zip(moments, batch)]
         if moments is None:
             raise ValueError("tokens: no chunks given; nothing to fit")

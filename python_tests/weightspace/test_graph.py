@@ -372,7 +372,8 @@ def test_batched_fno_round_trip_and_functional_gradients():
     for seed in range(3):
         torch.manual_seed(seed)
         models.append(cfg.build())
-    bf = batched_fno.BatchedFNO.from_modules(models)
+    # The torch backend: this tests the graph, the kernels have their own tests.
+    bf = batched_fno.BatchedFNO.from_modules(models, backend="torch")
     graph = WeightGraph.from_module(bf)
     assert graph == WeightGraph.from_config(cfg) == WeightGraph.from_module(models[0])
     tokens = graph.encode(bf)
@@ -380,7 +381,7 @@ def test_batched_fno_round_trip_and_functional_gradients():
 
     # decode_stacked -> BatchedFNO.from_stacked: the functional loss reaches the tokens.
     leaves = [t.detach().requires_grad_() for t in tokens.groups]
-    decoded = batched_fno.BatchedFNO.from_stacked(cfg, graph.decode_stacked(NodeTokens(leaves, graph)))
+    decoded = batched_fno.BatchedFNO.from_stacked(cfg, graph.decode_stacked(NodeTokens(leaves, graph)), backend="torch")
     x = torch.randn(2, 2, 12, 12)
     out = decoded(x)
     torch.testing.assert_close(out, bf(x), rtol=0, atol=0)
