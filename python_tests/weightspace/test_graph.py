@@ -195,16 +195,20 @@ def test_plain_net_round_trip_is_exact(name):
         assert all(torch.equal(sd[k], v) for k, v in net.state_dict().items())
 
 
-def test_plain_mlp_hidden_permutation():
+@pytest.mark.parametrize(
+    "name, space, x_shape",
+    [("mlp", "2", (9, 2)), ("conv", "0", (2, 3, 8, 8))],  # the 2nd Linear's / the 1st Conv's outputs
+)
+def test_plain_net_hidden_permutation(name, space, x_shape):
     torch.manual_seed(0)
-    net = PLAIN_NETS["mlp"]()
+    net = PLAIN_NETS[name]()
     graph = WeightGraph.from_module(net)
-    perm = torch.randperm(32)
-    permuted = permute_hidden(net, perm, space="2")  # the second Linear's outputs
-    x = torch.randn(9, 2)
+    perm = torch.randperm(graph.space_size(space))
+    permuted = permute_hidden(net, perm, space=space)
+    x = torch.randn(x_shape)
     torch.testing.assert_close(permuted(x), net(x), rtol=0, atol=1e-6)
-    assert not torch.equal(permuted[2].weight, net[2].weight)
-    expected = graph.permute_tokens(graph.encode(net), perm, space="2")
+    assert not torch.equal(permuted[int(space)].weight, net[int(space)].weight)
+    expected = graph.permute_tokens(graph.encode(net), perm, space=space)
     assert all(torch.equal(a, b) for a, b in zip(graph.encode(permuted).groups, expected.groups))
 
 
