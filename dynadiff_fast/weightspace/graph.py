@@ -21,14 +21,16 @@ Node order and grouping (one group per layer, groups in forward data-flow order)
 Inside a feature the weights are input-major: for every input node, the entries connecting it to this
 node. Dense / Conv weights: ``C_in`` blocks of the kernel (``prod(kernel)`` entries, row-major). Spectral
 weights (neuraloperator layout ``[C_in, C_out, *modes]``, complex, last mode axis already halved by the
-rfft): ``C_in`` blocks of ``2 * prod(modes)`` reals, modes row-major with (real, imag) interleaved. A
+rfft): ``C_in`` blocks of ``2 * prod(modes)`` reals, modes row-major in neuraloperator's order (leading
+axes fftshift-ed, frequencies ``-m//2 .. (m+1)//2 - 1``; last axis ``0 .. m//2``), (real, imag) interleaved. A
 ``linear`` skip contributes ``C_in`` entries, a ``soft-gating`` skip one (its per-channel gate), an
 ``identity`` skip none. Conv1d-with-kernel-1 layers (ChannelMLP, skips) are Linear layers here.
 
 Each group's nodes live in a channel *space*; each segment reads from an input space. The FNO's residual
 stream is the space ``"hidden"``: the last lifting layer, every spectral conv and every last channel-MLP
 layer write to it. Permuting one space's channels consistently (nodes of the groups writing to it and
-input blocks of the segments reading from it) leaves the network's function unchanged (``permute``).
+input blocks of the segments reading from it) leaves the network's function unchanged
+(``permute_hidden`` on modules / state dicts, ``WeightGraph.permute_stacked`` / ``permute_tokens``).
 
 Tokens are batched over experts: ``NodeTokens.groups[g]`` is ``[E, n_nodes_g, feat_g]``. Encoding and
 decoding only copy values (complex -> (re, im) and back), so the round trip is bitwise exact, and
