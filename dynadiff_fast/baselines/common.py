@@ -27,9 +27,9 @@ Stacked = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class Budget:
-    """Training budgets of the baselines that train (per preset; see ``budget_for``).
+    """Training budgets of the baselines that train (per preset; see ``budget_for``). One-per-Env is not
+    here: it uses the zoo build's own fine-tuning settings.
 
-    one_per_env_epochs: epochs over each test environment's training pairs (from the base model).
     conditioned_epochs: epochs of the parameter-conditioned FNO over all seen training pairs.
     context_epochs / context_dim / context_steps: CoDA-style meta-training epochs, context size, and
         the Adam steps that adapt a new environment's context on its observed frames.
@@ -37,7 +37,6 @@ class Budget:
     search_points: grid points per coordinate of the coordinate searches (CCM's α, inferred parameters).
     """
 
-    one_per_env_epochs: int = 20
     conditioned_epochs: int = 20
     context_epochs: int = 20
     context_dim: int = 4
@@ -48,9 +47,9 @@ class Budget:
 
 
 BUDGETS = {
-    "tiny": Budget(one_per_env_epochs=3, conditioned_epochs=4, context_epochs=4, search_points=21),
+    "tiny": Budget(conditioned_epochs=4, context_epochs=4, search_points=21),
     "small": Budget(),
-    "paper": Budget(one_per_env_epochs=100, conditioned_epochs=100, context_epochs=100, lr=1e-4, batch_size=32),
+    "paper": Budget(conditioned_epochs=100, context_epochs=100, lr=1e-4, batch_size=32),
 }
 
 

@@ -3,9 +3,9 @@
 rollout_<domain>.png    truth / prediction / |error| panels at a few steps, for a few environments
                         (first test trajectory, channel 0, DynaDiff's prediction; another method if absent)
 error_vs_step_<domain>.png   RMSE per rollout step, one line per method
-env_errors.png          per-environment RMSE: vs the parameter for 1-D environments; for 2-D environment
-                        grids the paper's Figure 4 layout (maps of DynaDiff, One-per-Env and their difference
-                        over the parameter plane; seen environments ringed)
+env_errors.png          per-environment error: RMSE vs the parameter for 1-D environments; for 2-D environment
+                        grids the paper's Figure 4 layout (SSIM maps of DynaDiff, One-per-Env and their
+                        difference over the parameter plane; seen environments ringed)
 """
 
 from __future__ import annotations
@@ -88,15 +88,15 @@ def error_vs_step(path: Path, doc: dict, domain: str) -> Path:
     return _save(fig, path)
 
 
-def _per_env(doc: dict, key: str) -> tuple[list, list, list]:
-    """(params, rmse, split) over both domains for ``key``."""
+def _per_env(doc: dict, key: str, metric: str = "rmse") -> tuple[list, list, list]:
+    """(params, metric, split) over both domains for ``key``."""
     params, err, split = [], [], []
     for d in DOMAINS:
         e = doc["methods"].get(key, {}).get(d)
-        if e and "error" not in e:
+        if e and "error" not in e and e.get(metric) is not None:
             for row in e["per_env"]:
                 params.append(row["params"])
-                err.append(row["rmse"])
+                err.append(row[metric])
                 split.append(row["split"])
     return params, err, split
 
@@ -123,26 +123,26 @@ def env_errors(path: Path, doc: dict) -> Path:
         ax.set_title("per-environment RMSE (green: seen environments)")
         ax.legend(fontsize=7, ncol=2)
         return _save(fig, path)
-    # 2-D parameter grids: the paper's Figure 4 (DynaDiff, One-per-Env, their difference)
+    # 2-D parameter grids: the paper's Figure 4 (SSIM of DynaDiff, of One-per-Env, and their difference)
     keys = [k for k in ("dynadiff_prefix", "one_per_env") if _per_env(doc, k)[0]]
+    metric = "ssim" if all(_per_env(doc, k, "ssim")[0] for k in keys) else "rmse"
     fig, axes = plt.subplots(1, len(keys) + (len(keys) == 2), figsize=(5 * (len(keys) + 1), 4), squeeze=False)
-    maps = {k: _per_env(doc, k) for k in keys}
+    maps = {k: _per_env(doc, k, metric) for k in keys}
     for ax, key in zip(axes[0], keys, strict=False):
         p, r, s = maps[key]
         sc = ax.scatter([q[0] for q in p], [q[1] for q in p], c=r, s=120, marker="s", cmap="viridis")
         _ring_seen(ax, p, s)
-        ax.set_title(f"{key} RMSE")
+        ax.set_title(f"{key} {metric.upper()}")
         fig.colorbar(sc, ax=ax)
     if len(keys) == 2:
         (p, r1, s), (_, r2, _) = maps[keys[0]], maps[keys[1]]
         diff = [a - b for a, b in zip(r1, r2, strict=True)]
         lim = max(abs(x) for x in diff) or 1.0
         ax = axes[0, 2]
-        sc = ax.scatter(
-            [q[0] for q in p], [q[1] for q in p], c=diff, s=120, marker="s", cmap="RdBu_r", vmin=-lim, vmax=lim
-        )
+        cmap = "RdBu" if metric == "ssim" else "RdBu_r"  # blue = DynaDiff better either way
+        sc = ax.scatter([q[0] for q in p], [q[1] for q in p], c=diff, s=120, marker="s", cmap=cmap, vmin=-lim, vmax=lim)
         _ring_seen(ax, p, s)
-        ax.set_title("DynaDiff - One-per-Env (blue: DynaDiff better)")
+        ax.set_title(f"DynaDiff - One-per-Env {metric.upper()} (blue: DynaDiff better)")
         fig.colorbar(sc, ax=ax)
     for ax in axes[0]:
         ax.set_xlabel(names[0])

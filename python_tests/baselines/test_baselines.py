@@ -16,9 +16,7 @@ from dynadiff_fast.baselines.nn_prefix import select_nearest  # noqa: E402
 from dynadiff_fast.baselines.soup import prefix_weights  # noqa: E402
 from dynadiff_fast.eval.protocol import ProtocolConfig, make_task, score, truth  # noqa: E402
 
-TINY = Budget(
-    one_per_env_epochs=1, conditioned_epochs=1, context_epochs=1, context_steps=3, batch_size=8, search_points=5
-)
+TINY = Budget(conditioned_epochs=1, context_epochs=1, context_steps=3, batch_size=8, search_points=5)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def evaluated(tmp_path_factory):
     mp.setattr(pf, "NAMES", tuple(f"prefix_finetune_{k}" for k in (2, 5, 10)))
     import dynadiff_fast.baselines.common as common
 
-    tiny = Budget(one_per_env_epochs=1, conditioned_epochs=1, context_epochs=1, context_steps=3, search_points=5)
+    tiny = Budget(conditioned_epochs=1, context_epochs=1, context_steps=3, search_points=5)
     mp.setitem(common.BUDGETS, "tiny", tiny)
     mp.setattr("dynadiff_fast.baselines.dynadiff.run", FakeDynaDiff.run)
     ds = SynthDataset()
