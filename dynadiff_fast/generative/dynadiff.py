@@ -237,7 +237,6 @@ class DynaDiff:
         from dynadiff_fast.experts.zoo import config_from_dict
         from dynadiff_fast.generative.checkpoint import load_checkpoint
         from dynadiff_fast.generative.vae import load_vae
-        from dynadiff_fast.weightspace.graph import WeightGraph
 
         dit_dir = resolve_run_dir(run_dir)
         manifest = read_manifest(dit_dir)
@@ -247,12 +246,17 @@ class DynaDiff:
                 f"run_dir: the VAE run {vae_dir} named by {dit_dir / MANIFEST} is missing "
                 "(moved or deleted? keep the VAE run at the same relative place)"
             )
-        vae, graph, normalizer, _ = load_vae(vae_dir)
+        vae, graph, normalizer, vae_meta = load_vae(vae_dir)
+        if vae_meta.get("system_name", manifest["system_name"]) != manifest["system_name"]:
+            raise ValueError(
+                f"run_dir: the VAE in {vae_dir} was trained on a {vae_meta['system_name']} zoo, the DiT in {dit_dir} "
+                f"on {manifest['system_name']}"
+            )
         expert_config = config_from_dict(manifest["expert_config"])
-        if graph != WeightGraph.from_config(expert_config):
+        if vae_meta.get("expert_config", manifest["expert_config"]) != manifest["expert_config"]:
             raise ValueError(
                 f"run_dir: the VAE in {vae_dir} was trained on another expert architecture than {dit_dir} "
-                f"(DiT run: {expert_config})"
+                f"(VAE: {vae_meta['expert_config']}, DiT run: {manifest['expert_config']})"
             )
         if tuple(vae.latent_shape) != tuple(manifest["latent_shape"]):
             raise ValueError(

@@ -5,7 +5,15 @@ Toy family: environment parameter ``a``; observations ``x_t = a + u0 * exp(-0.3 
 latent ``z(a) = W1 a + W2 (a^2 - 1.5)`` (+ small noise per "expert"). The prompter must read ``a`` from the
 frames and the DiT must map the prompt to ``z(a)``: for held-out ``a`` the generated latents must be far closer
 to the truth than the zoo-mean latent (the best an unconditional model can do in mean squared error).
+
+Then the whole trained pipeline on disk (dataset -> zoo -> `train all` -> DynaDiff.load / generate / CLI) on a
+stand-in system: shapes, selection, prompt controls, any L, bad inputs, broken run folders, resume.
 """
+
+import dataclasses
+import json
+import shutil
+import sys
 
 import pytest
 import torch
@@ -13,6 +21,7 @@ import torch
 from dynadiff_fast.generative.dit import DiTConfig
 from dynadiff_fast.generative.dynadiff import DynaDiffModel
 from dynadiff_fast.generative.prompter import PrompterConfig
+from dynadiff_fast.systems.base import System
 
 L_LAT, D_LAT, OBS = 6, 4, 5
 
@@ -131,3 +140,243 @@ def test_latent_standardisation_round_trip(rng):
     torch.testing.assert_close(x.mean(0), torch.zeros(3, 2), atol=1e-5, rtol=0)
     torch.testing.assert_close(x.square().mean((0, 1)), torch.ones(2), atol=1e-4, rtol=0)
     torch.testing.assert_close(m.unstandardize_latent(x), z)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The whole trained pipeline on disk: dataset -> zoo -> `train all` (VAE, DiT) -> DynaDiff.load / generate / CLI.
+# A stand-in system (relaxation u -> 1 at rate k, exactly linear per step) keeps it to seconds; the models are
+# deliberately undertrained: these tests check the mechanics, the API and the errors (quality: the toy above).
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Relax(System):
+    """u(t) = 1 + (u0 - 1) exp(-k t) on a 12 x 12 grid (one channel)."""
+
+    name = "relax"
+    param_names = ("k",)
+    channel_names = ("u",)
+    initial_channels = ("u",)
+    resolution: int = 12
+
+    @property
+    def dt_frame(self):
+        return 0.2
+
+    @property
+    def grid(self):
+        return (self.resolution, self.resolution)
+
+    @property
+    def domain(self):
+        return ((0.0, 1.0), (0.0, 1.0))
+
+    def random_initial(self, n, seed=0, device=None):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 1, *self.grid, generator=g)
+        return torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False) * 2
+
+    def simulate(self, params, initial=None, n_frames=10, seed=0, backend="auto", device=None):
+        p = self.validate_params(params)
+        x0 = self.random_initial(p.shape[0], seed) if initial is None else initial
+        t = torch.arange(n_frames + 1, dtype=torch.float64) * self.dt_frame
+        decay = torch.exp(-p[:, :1] * t[None, :])[:, :, None, None, None]
+        return (x0[:, None].double() * decay + (1 - decay)).float()
+
+
+@dataclasses.dataclass(frozen=True)
+class RelaxOther(Relax):
+    name = "relax_other"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    from dynadiff_fast import systems
+    from dynadiff_fast.data import presets, simulate
+    from dynadiff_fast.data.presets import DatasetPreset
+    from dynadiff_fast.experts import configs
+    from dynadiff_fast.experts.zoo_build import ZooBuildConfig, build_zoo
+    from dynadiff_fast.generative.train_all import TrainAllConfig, train_all
+
+    root = tmp_path_factory.mktemp("pipeline")
+    preset = DatasetPreset(((0.2, 2.0, 10),), n_seen=6, n_train_traj=4, n_test_traj=2, n_frames=8)
+    with pytest.MonkeyPatch.context() as mp:
+        sys.modules.setdefault(__name__, sys.modules[__name__])
+        for name, cls in (("relax", "Relax"), ("relax_other", "RelaxOther")):
+            mp.setitem(systems._SYSTEMS, name, (__name__, cls))
+            mp.setitem(presets._TINY, name, preset)
+        mp.setitem(configs._PAPER, "relax", dict(channels=1, n_modes=(4, 4), n_layers=2))
+        data = simulate.make_dataset("relax", "tiny", str(root / "relax.h5"), progress=False)
+        other = simulate.make_dataset("relax_other", "tiny", str(root / "other.h5"), progress=False)
+        zoo = build_zoo(ZooBuildConfig(data=str(data), out=str(root / "zoo"), experts_per_env=2, pretrain_epochs=2,
+                                       finetune_epochs=2, progress=False,
+                                       expert={"hidden_channels": 4, "n_layers": 2, "n_modes": [4, 4]}))  # fmt: skip
+        vae = {"steps": 6, "batch_size": 4, "model": {"d_model": 16, "latent_dim": 4, "n_layers": 1},
+               "quality": False, "checkpoint_every": 6, "func_frames": 4, "func_batch": 2}  # fmt: skip
+        dit = {"steps": 12, "batch_size": 8, "ckpt_every": 6, "log_every": 6, "obs_len": 5,
+               "dit": {"hidden_size": 16, "depth": 1, "num_heads": 2}, "prompter": {"gru_hidden": 8}}  # fmt: skip
+        run = train_all(TrainAllConfig(zoo=str(zoo), data=str(data), out=str(root / "run"), progress=False,
+                                       vae=vae, dit=dit))  # fmt: skip
+        yield dict(root=root, data=data, other=other, zoo=zoo, run=run, dit=dit)
+
+
+@pytest.fixture(scope="module")
+def dd(pipeline):
+    from dynadiff_fast.generative.dynadiff import DynaDiff
+
+    return DynaDiff.load(pipeline["run"])
+
+
+@pytest.fixture(scope="module")
+def unseen_obs(pipeline):
+    from dynadiff_fast.data import EnvDataset
+
+    with EnvDataset.open(pipeline["data"]) as ds:
+        envs = torch.cat([ds.split["unseen_in"], ds.split["unseen_out"]]).tolist()[:3]
+        return ds.test(envs)[:, 0]  # [3, T, 1, 12, 12] standardised
+
+
+def test_run_layout_and_load_both_ways(pipeline, dd):
+    from dynadiff_fast.generative.dynadiff import DynaDiff
+
+    run = pipeline["run"]
+    assert (run / "vae").is_dir() and (run / "dit" / "dynadiff.json").exists() and (run / "config.yaml").exists()
+    assert (run / "dit" / "checkpoints" / "step_00000012").is_dir()
+    again = DynaDiff.load(run / "dit")
+    assert again.manifest == dd.manifest and dd.system_name == "relax" and dd.frame_shape == (1, 12, 12)
+    assert dd.model.reference_prompts.shape[0] == 6 and (dd.model.reference_env >= 0).all()
+
+
+def test_generate_shapes_select_and_determinism(dd, unseen_obs):
+    obs = unseen_obs[:, :5]
+    experts, scores = dd.generate(obs, n_samples=3, select="none", steps=5, seed=3)
+    assert experts.num_experts == 9 and scores.shape == (9,) and torch.isfinite(scores).all()
+    best, best_scores = dd.generate(obs, n_samples=3, select="prefix", steps=5, seed=3)
+    assert best.num_experts == 3
+    torch.testing.assert_close(best_scores, scores.view(3, 3).min(1).values)
+    one, s1 = dd.generate(obs[0], n_samples=1, steps=5, seed=3)  # [L, C, H, W]: one environment
+    assert one.num_experts == 1 and s1.shape == (1,)
+    y = one(obs[0, :1])
+    assert y.shape == (1, 1, 1, 12, 12) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("L", [1, 2, 8])
+def test_any_observation_length(dd, unseen_obs, L):
+    if L == 1:  # nothing to score: the first candidate is kept, with a warning
+        with pytest.warns(UserWarning, match="L = 1"):
+            experts, scores = dd.generate(unseen_obs[:2, :L], n_samples=2, steps=3)
+    else:
+        experts, scores = dd.generate(unseen_obs[:2, :L], n_samples=2, steps=3)
+    assert experts.num_experts == 2
+    assert torch.isnan(scores).all() if L == 1 else torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("mode", ["shuffled", "zero"])
+def test_prompt_controls(dd, unseen_obs, mode):
+    obs = unseen_obs[:, :5]
+    real = dd.prompts(dd.check_obs(obs))
+    ctrl = dd.prompts(dd.check_obs(obs), mode, seed=0)
+    assert ctrl.shape == real.shape and not torch.allclose(ctrl, real)
+    if mode == "shuffled":  # a permutation of the batch's prompts, no environment keeps its own
+        assert all(any(torch.equal(c, r) for r in real) for c in ctrl)
+        assert not any(torch.equal(c, r) for c, r in zip(ctrl, real))
+        single = dd.prompts(dd.check_obs(obs[:1]), mode)
+        assert any(torch.equal(single[0], r) for r in dd.model.reference_prompts)
+    experts, _ = dd.generate(obs, n_samples=1, steps=3, prompt_mode=mode)
+    assert experts.num_experts == 3
+
+
+def test_bad_observations(dd, unseen_obs):
+    obs = unseen_obs[0, :4]
+    with pytest.raises(ValueError, match="obs: frames of shape"):
+        dd.generate(torch.zeros(4, 2, 12, 12))  # channels
+    with pytest.raises(ValueError, match="obs: frames of shape"):
+        dd.generate(torch.zeros(4, 1, 12, 10))  # grid
+    with pytest.raises(TypeError, match="obs: dtype"):
+        dd.generate(torch.zeros(4, 1, 12, 12, dtype=torch.int64))
+    bad = obs.clone()
+    bad[1, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN/inf"):
+        dd.generate(bad)
+    bad[1, 0, 3, 3] = float("inf")
+    with pytest.raises(ValueError, match="NaN/inf"):
+        dd.generate(bad)
+    with pytest.raises(ValueError, match="L >= 1"):
+        dd.generate(obs[:0])
+    with pytest.raises(ValueError, match="expected"):
+        dd.generate(obs[0, 0])
+    with pytest.raises(ValueError, match="select"):
+        dd.generate(obs, select="best")
+    with pytest.raises(ValueError, match="n_samples"):
+        dd.generate(obs, n_samples=0)
+    with pytest.raises(ValueError, match="prompt_mode"):
+        dd.generate(obs, prompt_mode="random")
+    with pytest.raises(ValueError, match="steps"):
+        dd.generate(obs, steps=0)
+
+
+def test_broken_run_dirs(pipeline, tmp_path):
+    from dynadiff_fast.generative.dynadiff import DynaDiff
+
+    with pytest.raises(FileNotFoundError, match="dynadiff.json"):
+        DynaDiff.load(pipeline["root"] / "zoo")
+    copy = tmp_path / "run"
+    shutil.copytree(pipeline["run"], copy)
+    shutil.rmtree(copy / "dit" / "checkpoints")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        DynaDiff.load(copy)
+    shutil.rmtree(copy / "vae")
+    with pytest.raises(FileNotFoundError, match="VAE run"):
+        DynaDiff.load(copy)
+    shutil.copytree(pipeline["run"], tmp_path / "run2")
+    manifest = tmp_path / "run2" / "dit" / "dynadiff.json"
+    doc = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**doc, "system_name": "kolmogorov"}))
+    with pytest.raises(ValueError, match="relax zoo"):
+        DynaDiff.load(tmp_path / "run2")
+
+
+def test_generate_cli_writes_a_neuraloperator_checkpoint(pipeline, dd, tmp_path):
+    from neuralop.models import FNO
+    from safetensors.torch import load_file
+
+    from dynadiff_fast.cli import main
+
+    out = tmp_path / "expert.safetensors"
+    args = ["generate", "-q", "--run", str(pipeline["run"]), "--obs", f"{pipeline['data']}:0", "--frames", "4",
+            "--out", str(out), "--n-samples", "2", "--steps", "4"]  # fmt: skip
+    assert main(args) == 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    model = FNO(**doc["fno_kwargs"])
+    model.load_state_dict(load_file(str(out)))
+    x = torch.randn(2, 1, 12, 12)
+    experts, _ = dd.generate(read_obs(dd, pipeline, 4), n_samples=2, steps=4, seed=0)
+    torch.testing.assert_close(model(x), experts(x)[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="relax_other"):
+        main([*args[:5], f"{pipeline['other']}:0", *args[6:]])
+    with pytest.raises(ValueError, match="FILE.h5:ENV_INDEX"):
+        main([*args[:5], str(pipeline["data"]), *args[6:]])
+    with pytest.raises(ValueError, match="environment 99"):
+        main([*args[:5], f"{pipeline['data']}:99", *args[6:]])
+
+
+def read_obs(dd, pipeline, frames):
+    from dynadiff_fast.generative.generate_cli import read_observations
+
+    return read_observations(dd, f"{pipeline['data']}:0", frames)
+
+
+def test_train_dit_resumes(pipeline):
+    from dynadiff_fast.generative.checkpoint import latest_checkpoint
+    from dynadiff_fast.generative.train_dit import TrainDiTConfig, train_dit
+
+    run = pipeline["run"]
+    cfg = {**pipeline["dit"], "steps": 18}
+    train_dit(TrainDiTConfig(zoo=str(pipeline["zoo"]), vae=str(run / "vae"), data=str(pipeline["data"]),
+                             out=str(run / "dit"), progress=False, **cfg))  # fmt: skip
+    assert latest_checkpoint(run / "dit").name == "step_00000018"
+    steps = [json.loads(line)["step"] for line in (run / "dit" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [6, 12, 18]  # resumed at 12, not restarted
+    with pytest.raises(ValueError, match="different"):
+        train_dit(TrainDiTConfig(zoo=str(pipeline["zoo"]), vae=str(run / "vae"), data=str(pipeline["data"]),
+                                 out=str(run / "dit"), progress=False, **{**cfg, "dit": {"hidden_size": 8}}))  # fmt: skip

@@ -1,0 +1,392 @@
+"""``dynadiff train dit``: train the latent DiT jointly with the dynamics-informed prompter (Sec. 3.1.3, 3.3).
+
+    dynadiff train dit --zoo ZOO --vae VAE_RUN --data FILE.h5 --out RUN [--preset tiny|small|paper]
+    torchrun --nproc-per-node 8 -m dynadiff_fast.cli train dit ...          (data parallel, one rank per GPU)
+
+Training pairs (one per batch row): a zoo expert ``i`` drawn uniformly, its latent ``z_i`` (the VAE encoder mean
+of its weight graph, computed once), and an observation sequence from its environment's *training* trajectories:
+a random trajectory, a random start and a random length ``l`` in ``1..obs_len`` (Sec. 3.3: any length works at
+test time). Loss per batch:
+
+    L = || target - DiT(x_n, n, prompt) ||^2 + aux_weight * || e_std - aux_head(prompt) ||^2
+    prompt = Prompter(obs[:l]),  x_n = sqrt(abar_n) z_std + sqrt(1 - abar_n) eps,  z_std = (z - mean) / std
+
+with ``target`` = eps or v (``dit.prediction``), latents standardised by zoo statistics, the prompt replaced by
+the learned null embedding with probability ``dit.cond_dropout`` (classifier-free guidance). AdamW, linear
+warm-up, gradient clipping, EMA of all weights (inference uses the EMA). Checkpoints every ``ckpt_every`` steps
+(``generative.checkpoint``: atomic, resumable; a re-run with the same ``--out`` resumes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dynadiff_fast import config as config_mod
+from dynadiff_fast import dist, io
+from dynadiff_fast.cli import Command
+from dynadiff_fast.generative.dit import DIT_PRESETS
+from dynadiff_fast.generative.dynadiff import FORMAT, MANIFEST, VERSION, DynaDiffModel, build_model
+from dynadiff_fast.generative.prompter import PROMPTER_PRESETS
+from dynadiff_fast.profiling import nvtx_range
+
+log = logging.getLogger("dynadiff.train_dit")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config and presets
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DiTTrainPreset:
+    steps: int
+    batch_size: int
+    lr: float
+    ema_decay: float
+    ckpt_every: int
+
+
+# paper: Adam lr 1e-4 (App. C); steps and batch are not given. tiny: minutes on one CPU core.
+TRAIN_PRESETS = {
+    "tiny": DiTTrainPreset(steps=1500, batch_size=32, lr=1e-3, ema_decay=0.995, ckpt_every=500),
+    "small": DiTTrainPreset(steps=30000, batch_size=128, lr=2e-4, ema_decay=0.999, ckpt_every=2000),
+    "paper": DiTTrainPreset(steps=100000, batch_size=128, lr=1e-4, ema_decay=0.9999, ckpt_every=5000),
+}
+
+
+@dataclass(frozen=True)
+class TrainDiTConfig:
+    zoo: str = field(default="", metadata={"help": "zoo folder (`dynadiff zoo build`)"})
+    vae: str = field(default="", metadata={"help": "VAE run folder (`dynadiff train vae`)"})
+    data: str = field(default="", metadata={"help": "dataset .h5 the zoo was built from"})
+    out: str = field(default="", metadata={"help": "run folder (created; an existing one is resumed)"})
+    preset: str = field(default="tiny", metadata={"help": "tiny | small | paper (model size and schedule)"})
+    seed: int = field(default=0, metadata={"help": "seed of initialisation and batch sampling"})
+    steps: int | None = field(default=None, metadata={"help": "optimizer steps (default: preset)"})
+    batch_size: int | None = field(default=None, metadata={"help": "pairs per step, all ranks (default: preset)"})
+    lr: float | None = field(default=None, metadata={"help": "AdamW learning rate (default: preset)"})
+    ema_decay: float | None = field(default=None, metadata={"help": "EMA decay (default: preset)"})
+    ckpt_every: int | None = field(default=None, metadata={"help": "steps between checkpoints (default: preset)"})
+    warmup: int = field(default=100, metadata={"help": "linear learning-rate warm-up steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: off)"})
+    aux_weight: float = field(default=1.0, metadata={"help": "weight of the prompter's L_aux"})
+    obs_len: int = field(default=10, metadata={"help": "max observation length L (lengths drawn in 1..L)"})
+    obs_window: int = field(default=0, metadata={"help": "observation windows lie in the first N frames (0: all)"})
+    max_traj: int = field(default=0, metadata={"help": "training trajectories per env kept in memory (0: all)"})
+    log_every: int = field(default=50, metadata={"help": "steps between log lines"})
+    dit: dict[str, Any] = field(default_factory=dict, metadata={"help": "DiTConfig overrides (on the preset)"})
+    prompter: dict[str, Any] = field(default_factory=dict, metadata={"help": "PrompterConfig overrides"})
+    device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
+    progress: bool = field(default=True, metadata={"help": "tqdm bar (only on a terminal, rank 0)"})
+
+
+def resolve(cfg: TrainDiTConfig) -> TrainDiTConfig:
+    """Fill preset-derived ``None`` fields and validate."""
+    if cfg.preset not in TRAIN_PRESETS:
+        raise ValueError(f"preset: unknown {cfg.preset!r} (valid: {', '.join(TRAIN_PRESETS)})")
+    preset = TRAIN_PRESETS[cfg.preset]
+    filled = {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset) if getattr(cfg, f.name) is None}
+    cfg = dataclasses.replace(cfg, **filled)
+    for name in ("steps", "batch_size", "ckpt_every", "obs_len", "log_every"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {getattr(cfg, name)!r}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ValueError(f"lr: expected a finite value > 0, got {cfg.lr}")
+    if not 0 <= cfg.ema_decay < 1:
+        raise ValueError(f"ema_decay: expected a value in [0, 1), got {cfg.ema_decay}")
+    for name in ("zoo", "vae", "data", "out"):
+        if not getattr(cfg, name):
+            raise ValueError(f"{name}: required (pass --{name})")
+    model_configs(cfg)  # unknown dit/prompter keys fail now, before any work
+    return cfg
+
+
+def model_configs(cfg: TrainDiTConfig):
+    """The DiT and prompter configs: the preset's, with ``cfg.dit`` / ``cfg.prompter`` overrides applied."""
+    out = []
+    for name, presets, over in (("dit", DIT_PRESETS, cfg.dit), ("prompter", PROMPTER_PRESETS, cfg.prompter)):
+        base = presets[cfg.preset]
+        valid = {f.name for f in dataclasses.fields(base)}
+        unknown = set(over) - valid
+        if unknown:
+            raise ValueError(f"{name}: unknown key(s) {sorted(unknown)}; valid: {sorted(valid)}")
+        out.append(dataclasses.replace(base, **over))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data: zoo latents and observation windows
+# ----------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_zoo(zoo, vae, graph, normalizer, device: torch.device, chunk: int = 64) -> torch.Tensor:
+    """Encoder means ``[N, L, d]`` of every zoo expert (VAE in eval mode), computed in chunks of experts."""
+    vae.eval()
+    out = []
+    for i in range(0, len(zoo), chunk):
+        idx = list(range(i, min(i + chunk, len(zoo))))
+        tokens = normalizer.normalize(graph.encode(zoo.batched(idx)).to(device))
+        mu, _ = vae.encode(tokens)
+        out.append(mu.float())
+    return torch.cat(out)
+
+
+def check_compatible(ds, zoo, vae_meta: dict[str, Any] | None) -> None:
+    """The dataset, the zoo and the VAE must describe the same system (else a clear error)."""
+    if ds.system_name != zoo.system_name:
+        raise ValueError(f"data: {ds.path} holds {ds.system_name}, but the zoo {zoo.root} is for {zoo.system_name}")
+    info = zoo.dataset_info
+    for key, ours in (("channel_names", ds.channel_names), ("param_names", ds.param_names)):
+        if key in info and tuple(info[key]) != tuple(ours):
+            raise ValueError(f"data: {ds.path} has {key} {tuple(ours)}, the zoo was built with {tuple(info[key])}")
+    if "mean" in info and not torch.allclose(torch.tensor(info["mean"], dtype=torch.float32), ds.mean.float()):
+        raise ValueError(
+            f"data: {ds.path} is not the dataset the zoo {zoo.root} was built from (its standardisation differs)"
+        )
+    sys_vae = (vae_meta or {}).get("system_name")
+    if sys_vae is not None and sys_vae != zoo.system_name:
+        raise ValueError(f"vae: the VAE run was trained on a {sys_vae} zoo, this zoo is {zoo.system_name}")
+
+
+class ObservationPool:
+    """Training trajectories of the zoo's environments in memory, ``[n_env, n_traj, T, *frame]`` (standardised),
+    and the random observation windows drawn from them."""
+
+    def __init__(self, ds, envs: list[int], max_traj: int = 0, window: int = 0):
+        n_traj = ds.n_train_traj if max_traj <= 0 else min(max_traj, ds.n_train_traj)
+        n_frames = ds.n_frames if window <= 0 else min(window, ds.n_frames)
+        self.envs = envs
+        self.row = {e: r for r, e in enumerate(envs)}
+        self.data = ds.load(envs, slice(0, n_traj), slice(0, n_frames), normalized=True)
+
+    def sample(self, env_rows: torch.Tensor, obs_len: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows ``[B, obs_len, *frame]`` (padded past each length by repeating frames) and lengths ``[B]``."""
+        B = env_rows.numel()
+        n_traj, T = self.data.shape[1], self.data.shape[2]
+        L = min(obs_len, T)
+        lengths = torch.randint(1, L + 1, (B,), generator=g)
+        traj = torch.randint(0, n_traj, (B,), generator=g)
+        start = (torch.rand(B, generator=g) * (T - lengths + 1)).long()
+        frames = (start[:, None] + torch.arange(L)[None]).clamp(max=T - 1)
+        return self.data[env_rows[:, None], traj[:, None], frames], lengths
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------
+def write_manifest(out: Path, cfg: TrainDiTConfig, ds, zoo, latent_shape, reference_envs: list[int]) -> dict:
+    from dynadiff_fast.experts.zoo import config_to_dict
+
+    dit_cfg, prompter_cfg = model_configs(cfg)
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "system_name": ds.system_name,
+        "channel_names": list(ds.channel_names),
+        "param_names": list(ds.param_names),
+        "frame_shape": list(ds.frame_shape),
+        "mean": ds.mean.tolist(),
+        "std": ds.std.tolist(),
+        "dt_frame": ds.dt_frame,
+        "expert_config": config_to_dict(zoo.config),
+        "vae_run": os.path.relpath(Path(cfg.vae).resolve(), out.resolve()),
+        "zoo": str(Path(cfg.zoo).resolve()),
+        "data": str(Path(cfg.data).resolve()),
+        "latent_shape": list(latent_shape),
+        "obs_len": cfg.obs_len,
+        "reference_envs": reference_envs,
+        "dit": config_mod.to_dict(dit_cfg),
+        "prompter": config_mod.to_dict(prompter_cfg),
+    }
+    existing = out / MANIFEST
+    if existing.exists():
+        old = io.read_json(existing, "DynaDiff run manifest")
+        keys = ("system_name", "frame_shape", "latent_shape", "dit", "prompter", "expert_config", "reference_envs")
+        diff = [k for k in keys if old.get(k) != doc[k]]
+        if diff:
+            raise ValueError(f"out: {out} holds a run with different {diff}; use a new --out or the same settings")
+    io.write_json(existing, doc)
+    return doc
+
+
+@torch.no_grad()
+def reference_prompts(model: DynaDiffModel, pool: ObservationPool, obs_len: int) -> torch.Tensor:
+    """One prompt per pool environment: its first training trajectory's first ``obs_len`` frames."""
+    L = min(obs_len, pool.data.shape[2])
+    was = model.training
+    model.eval()
+    p = model.prompter(pool.data[:, 0, :L].to(model.latent_mean.device))
+    model.train(was)
+    return p
+
+
+def lr_at(step: int, cfg: TrainDiTConfig) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+
+
+def train_dit(cfg: TrainDiTConfig) -> Path:
+    """Train (or resume) the DiT + prompter described by ``cfg``; returns the run folder."""
+    from dynadiff_fast.data import EnvDataset
+    from dynadiff_fast.experts.zoo import Zoo
+    from dynadiff_fast.generative.checkpoint import load_checkpoint, save_checkpoint, unwrap, update_ema
+    from dynadiff_fast.generative.vae import load_vae
+
+    cfg = resolve(cfg)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info = dist.init(device.type)
+    if device.type == "cuda" and info.distributed:
+        device = torch.device("cuda", info.local_rank)
+    if cfg.batch_size % info.world_size:
+        raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {info.world_size} ranks")
+    out = Path(cfg.out)
+    try:
+        zoo = Zoo.open(cfg.zoo)
+        vae, graph, normalizer, vae_meta = load_vae(cfg.vae, zoo)
+        vae = vae.to(device)
+        with EnvDataset.open(cfg.data) as ds:
+            check_compatible(ds, zoo, vae_meta)
+            envs = sorted(set(zoo.env_index.tolist()))
+            pool = ObservationPool(ds, envs, cfg.max_traj, cfg.obs_window)
+            if info.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+                manifest = write_manifest(out, cfg, ds, zoo, vae.latent_shape, envs)
+                config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
+            dist.barrier(info)
+            if not info.is_main:
+                manifest = io.read_json(out / MANIFEST, "DynaDiff run manifest")
+        z = encode_zoo(zoo, vae, graph, normalizer, device)
+        del vae
+        rows = torch.tensor([pool.row[int(e)] for e in zoo.env_index])  # expert -> pool row
+        params = zoo.params.float().to(device)
+
+        torch.manual_seed(cfg.seed)  # identical initialisation on every rank
+        model = build_model(manifest).to(device)
+        model.fit_latent_stats(z)
+        model.fit_param_stats(zoo.params)
+        g_fit = torch.Generator().manual_seed(cfg.seed)
+        fit_obs, fit_len = pool.sample(rows[torch.randint(len(rows), (512,), generator=g_fit)], cfg.obs_len, g_fit)
+        model.prompter.fit_normalization(fit_obs.to(device), fit_len.to(device))
+        ema = build_model(manifest).to(device)
+        ema.load_state_dict(model.state_dict())
+        ema.requires_grad_(False)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        step, g = 0, torch.Generator().manual_seed(cfg.seed + 7919 * info.rank)
+        meta = load_checkpoint(out, model, ema=ema, optimizer=opt, map_location=device)
+        if meta is not None:
+            step = int(meta["step"])
+            g.set_state(meta["state"]["generators"][info.rank % len(meta["state"]["generators"])])
+            if info.is_main:
+                _truncate_log(out / "train_log.jsonl", step)
+            log.info("resumed %s at step %d", out, step)
+        ddp = model
+        if info.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        def save(step: int, losses: dict[str, float]) -> None:
+            # Refresh the reference prompts (shuffled-prompt control) with the weights being saved.
+            for m in (model, ema):
+                m.reference_prompts.copy_(reference_prompts(m, pool, cfg.obs_len))
+                m.reference_env.copy_(torch.tensor(envs))
+            states = [g.get_state()]
+            if info.distributed:
+                import torch.distributed as tdist
+
+                states = [None] * info.world_size
+                tdist.all_gather_object(states, g.get_state())
+            if info.is_main:
+                save_checkpoint(out, model, step=step, ema=ema, optimizer=opt, state={"generators": states},
+                                meta={"losses": losses, "config": config_mod.to_dict(cfg)})  # fmt: skip
+
+        local_b = cfg.batch_size // info.world_size
+        T = model.schedule.T
+        bar = _bar(cfg, info, initial=step)
+        acc, n_acc, t0 = {"diffusion": 0.0, "aux": 0.0}, 0, time.perf_counter()
+        losses: dict[str, float] = {}
+        model.train()
+        while step < cfg.steps:
+            with nvtx_range("dit/batch"):
+                idx = torch.randint(len(rows), (local_b,), generator=g)
+                obs, lengths = pool.sample(rows[idx], cfg.obs_len, g)
+                n = torch.randint(0, T, (local_b,), generator=g)
+                eps = torch.randn((local_b, *z.shape[1:]), generator=g)
+                drop = torch.rand(local_b, generator=g) < model.cfg.cond_dropout
+                batch = [
+                    t.to(device) for t in (obs, lengths, z[idx.to(z.device)], params[idx.to(device)], n, eps, drop)
+                ]
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            with nvtx_range("dit/step"):
+                l_diff, l_aux = ddp(*batch)
+                loss = l_diff + cfg.aux_weight * l_aux
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                # EMA warm-up: early steps average over a short horizon so a short run's EMA is not stale.
+                update_ema(ema, unwrap(model), min(cfg.ema_decay, (1 + step) / (10 + step)))
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"train dit: loss became {loss_value} at step {step}; lower --lr")
+            step += 1
+            acc["diffusion"] += float(l_diff)
+            acc["aux"] += float(l_aux)
+            n_acc += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                losses = {k: v / n_acc for k, v in acc.items()}
+                rate = n_acc / (time.perf_counter() - t0)
+                bar.set_postfix(diff=f"{losses['diffusion']:.4f}", aux=f"{losses['aux']:.4f}")
+                if info.is_main:
+                    _append_log(out, {"step": step, **losses, "steps_per_s": rate})
+                acc, n_acc, t0 = dict.fromkeys(acc, 0.0), 0, time.perf_counter()
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                save(step, losses)
+        bar.close()
+        dist.barrier(info)
+    finally:
+        dist.cleanup(info)
+    if info.is_main:
+        log.info("train dit: %s finished at step %d (losses %s)", out, step, json.dumps(losses))
+    return out
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        with io.atomic_path(path) as tmp:
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _append_log(out: Path, record: dict[str, Any]) -> None:
+    with open(out / "train_log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _bar(cfg: TrainDiTConfig, info: dist.DistInfo, initial: int = 0):
+    import sys
+
+    from tqdm.auto import tqdm
+
+    disable = not (cfg.progress and info.is_main and sys.stderr.isatty())
+    return tqdm(total=cfg.steps, initial=initial, desc="train dit", disable=disable, dynamic_ncols=True)
+
+
+def _run(cfg: TrainDiTConfig) -> int:
+    train_dit(cfg)
+    return 0
+
+
+COMMAND = Command(help="train the latent DiT + prompter", config=TrainDiTConfig, run=_run)
