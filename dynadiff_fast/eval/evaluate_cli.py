@@ -134,8 +134,7 @@ def evaluate(
 
     methods = list(methods or METHODS)
     protocol = protocol or ProtocolConfig()
-    ctx = Context(ds=ds, zoo=zoo, run_dir=run_dir, budget=budget_for(preset), seed=seed, device=torch.device(device))
-    ctx.n_samples = n_samples
+    ctx = Context(ds, zoo, run_dir, budget_for(preset), seed, torch.device(device), n_samples)
     results: dict[str, Any] = {"methods": {}, "domains": {}}
     kept: dict[str, dict] = {}
     for domain in DOMAINS:
