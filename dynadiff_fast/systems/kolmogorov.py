@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import torch
 
+from dynadiff_fast.systems import spectral
 from dynadiff_fast.systems.navier_stokes import VorticitySystem
 
 
@@ -37,10 +38,11 @@ class Kolmogorov(VorticitySystem):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.forcing_wavenumber, int) or not 1 <= self.forcing_wavenumber <= self.resolution // 3:
+        kmax = spectral.dealias_cutoff(self.resolution)
+        if not isinstance(self.forcing_wavenumber, int) or not 1 <= self.forcing_wavenumber <= kmax:
             raise ValueError(
-                f"{self.name}: forcing_wavenumber must be an int in [1, resolution // 3 = {self.resolution // 3}], "
-                f"got {self.forcing_wavenumber!r}"
+                f"{self.name}: forcing_wavenumber must be an int in [1, {kmax}] (the modes the 2/3 rule keeps at "
+                f"resolution {self.resolution}), got {self.forcing_wavenumber!r}"
             )
 
     @property

@@ -111,6 +111,8 @@ def _ns_stage_op(
     with nvtx_range("kernel/ns_stage"):
         fn = STAGE_OP.impl(backend, nonlin_hat.device.type)
         acc_out, nxt = fn(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity)
+        if nxt is acc_out:  # the reference's stage 4 returns one tensor twice; custom ops may not alias
+            nxt = nxt.clone()
         return acc_out.contiguous(), nxt.contiguous()
 
 
