@@ -56,7 +56,7 @@ class DiTTrainPreset:
 
 # paper: Adam lr 1e-4 (App. C); steps and batch are not given. tiny: minutes on one CPU core.
 TRAIN_PRESETS = {
-    "tiny": DiTTrainPreset(steps=1500, batch_size=32, lr=1e-3, ema_decay=0.995, ckpt_every=500),
+    "tiny": DiTTrainPreset(steps=1000, batch_size=16, lr=1e-3, ema_decay=0.995, ckpt_every=250),
     "small": DiTTrainPreset(steps=30000, batch_size=128, lr=2e-4, ema_decay=0.999, ckpt_every=2000),
     "paper": DiTTrainPreset(steps=100000, batch_size=128, lr=1e-4, ema_decay=0.9999, ckpt_every=5000),
 }
@@ -82,6 +82,7 @@ class TrainDiTConfig:
     obs_len: int = field(default=10, metadata={"help": "max observation length L (lengths drawn in 1..L)"})
     obs_window: int = field(default=0, metadata={"help": "observation windows lie in the first N frames (0: all)"})
     max_traj: int = field(default=0, metadata={"help": "training trajectories per env kept in memory (0: all)"})
+    pool_gb: float = field(default=4.0, metadata={"help": "memory cap of the in-memory observation pool (GiB)"})
     log_every: int = field(default=50, metadata={"help": "steps between log lines"})
     dit: dict[str, Any] = field(default_factory=dict, metadata={"help": "DiTConfig overrides (on the preset)"})
     prompter: dict[str, Any] = field(default_factory=dict, metadata={"help": "PrompterConfig overrides"})
@@ -158,11 +159,25 @@ def check_compatible(ds, zoo, vae_meta: dict[str, Any] | None) -> None:
 
 class ObservationPool:
     """Training trajectories of the zoo's environments in memory, ``[n_env, n_traj, T, *frame]`` (standardised),
-    and the random observation windows drawn from them."""
+    and the random observation windows drawn from them.
 
-    def __init__(self, ds, envs: list[int], max_traj: int = 0, window: int = 0):
+    The first ``max_traj`` training trajectories (0: all) and first ``window`` frames (0: all) of each environment
+    are kept; when that exceeds ``pool_gb`` GiB, fewer trajectories are kept (then fewer frames), with a log line:
+    paper-sized datasets (e.g. 100 x 2000 frames of 3 x 64 x 64 per environment) do not fit in memory.
+    """
+
+    def __init__(self, ds, envs: list[int], max_traj: int = 0, window: int = 0, pool_gb: float = 4.0):
         n_traj = ds.n_train_traj if max_traj <= 0 else min(max_traj, ds.n_train_traj)
         n_frames = ds.n_frames if window <= 0 else min(window, ds.n_frames)
+        frame_bytes = 4 * math.prod(ds.frame_shape) * len(envs)
+        budget = int(pool_gb * 2**30) // frame_bytes  # frames per environment that fit
+        if n_traj * n_frames > budget:
+            fit_traj = max(1, min(n_traj, budget // n_frames))
+            fit_frames = max(2, min(n_frames, budget // fit_traj))
+            log.warning("observation pool: %d trajectories x %d frames per environment exceed pool_gb=%.1f; keeping "
+                        "%d x %d (raise --pool-gb or set --max-traj / --obs-window)", n_traj, n_frames, pool_gb,
+                        fit_traj, fit_frames)  # fmt: skip
+            n_traj, n_frames = fit_traj, fit_frames
         self.envs = envs
         self.row = {e: r for r, e in enumerate(envs)}
         self.data = ds.load(envs, slice(0, n_traj), slice(0, n_frames), normalized=True)
@@ -254,7 +269,7 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
         with EnvDataset.open(cfg.data) as ds:
             check_compatible(ds, zoo, vae_meta)
             envs = sorted(set(zoo.env_index.tolist()))
-            pool = ObservationPool(ds, envs, cfg.max_traj, cfg.obs_window)
+            pool = ObservationPool(ds, envs, cfg.max_traj, cfg.obs_window, cfg.pool_gb)
             if info.is_main:
                 out.mkdir(parents=True, exist_ok=True)
                 manifest = write_manifest(out, cfg, ds, zoo, vae.latent_shape, envs)
@@ -340,8 +355,8 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"train dit: loss became {loss_value} at step {step}; lower --lr")
             step += 1
-            acc["diffusion"] += float(l_diff)
-            acc["aux"] += float(l_aux)
+            acc["diffusion"] += float(l_diff.detach())
+            acc["aux"] += float(l_aux.detach())
             n_acc += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:

@@ -380,3 +380,25 @@ def test_train_dit_resumes(pipeline):
     with pytest.raises(ValueError, match="different"):
         train_dit(TrainDiTConfig(zoo=str(pipeline["zoo"]), vae=str(run / "vae"), data=str(pipeline["data"]),
                                  out=str(run / "dit"), progress=False, **{**cfg, "dit": {"hidden_size": 8}}))  # fmt: skip
+
+
+def test_observation_pool_windows_and_memory_cap(pipeline):
+    from dynadiff_fast.data import EnvDataset
+    from dynadiff_fast.generative.train_dit import ObservationPool
+
+    with EnvDataset.open(pipeline["data"]) as ds:
+        envs = ds.split["seen"].tolist()
+        pool = ObservationPool(ds, envs)
+        assert pool.data.shape == (6, 4, 9, 1, 12, 12)
+        torch.testing.assert_close(pool.data[2], ds.train(envs[2])[0])
+        g = torch.Generator().manual_seed(0)
+        rows = torch.tensor([0, 5, 3, 3])
+        obs, lengths = pool.sample(rows, 5, g)
+        assert obs.shape == (4, 5, 1, 12, 12) and ((lengths >= 1) & (lengths <= 5)).all()
+        for b, r in enumerate(rows.tolist()):  # each window is a contiguous run of one trajectory of its env
+            l = int(lengths[b])
+            hits = [(t, s) for t in range(4) for s in range(9 - l + 1)
+                    if torch.equal(pool.data[r, t, s : s + l], obs[b, :l])]  # fmt: skip
+            assert hits
+        capped = ObservationPool(ds, envs, pool_gb=6 * 2 * 9 * 4 * 144 / 2**30)  # room for 2 of 4 trajectories
+        assert capped.data.shape[:3] == (6, 2, 9)
