@@ -50,7 +50,7 @@ def _triton(x_ft, weight):
 OP = _backend.register(
     _backend.HotOp(
         name="spectral_mix",
-        impls={"torch": reference.spectral_mix},
+        impls={"torch": reference.spectral_mix, "cpp": _cpp, "cuda": _cuda, "triton": _triton},
         cpp_symbol="spectral_mix_cpu",
         cuda_symbol="spectral_mix_cuda",
     )
