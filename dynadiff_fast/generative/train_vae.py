@@ -1,0 +1,445 @@
+"""``dynadiff train vae``: train the weight VAE on a zoo (paper sec. 3.1.2, eq. 3 + eq. 4).
+
+    dynadiff train vae --zoo ZOO_DIR --out RUN_DIR [--preset tiny|small|paper] [--func-weight 0]
+    torchrun --nproc-per-node 2 -m dynadiff_fast.cli train vae --zoo ZOO_DIR --out RUN_DIR
+
+1. Every zoo expert -> node tokens (``WeightGraph``); a ``WeightNormalizer`` is fitted on them and stored
+   as ``RUN_DIR/normalizer.safetensors`` (the VAE only ever sees normalised tokens).
+2. Functional-loss data: ``func_frames`` input frames per environment, drawn from the training
+   trajectories of the zoo's dataset (``--data``, default the path the zoo records), and the original
+   experts' outputs on them, f_w(x) (computed once).
+3. AdamW with linear warm-up + cosine decay; loss ``recon + kl_weight * KL + func_weight(t) * L_func``, the
+   functional weight ramped in linearly over ``func_ramp`` of the steps after ``func_start`` (early in
+   training the decoded weights are far from any working expert and their outputs, hence L_func, are huge).
+   EMA of the weights, gradient clipping, every term logged to ``RUN_DIR/log.jsonl`` and stored in the
+   checkpoint metadata.
+4. Checkpoints (``generative.checkpoint``) every ``checkpoint_every`` steps: a re-run resumes from the last
+   one (a finished run returns at once). Under torchrun the batch is split over ranks (DDP; gloo on CPU,
+   NCCL on GPU); rank 0 writes.
+5. At the end (``quality``): the functional reconstruction of every zoo expert, the decoded expert's rollout
+   RMSE on its environment's held-out test trajectories against the original's -> ``RUN_DIR/quality.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dynadiff_fast import config as config_mod
+from dynadiff_fast import dist, io
+from dynadiff_fast.cli import Command
+from dynadiff_fast.generative.vae import (
+    NORMALIZER_FILE,
+    VAEConfig,
+    WeightVAE,
+    check_same_layout,
+    expert_outputs,
+    functional_loss,
+    kl_divergence,
+    layout_fingerprint,
+    load_vae,
+    reconstruction_loss,
+)
+from dynadiff_fast.profiling import nvtx_range
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainVAEConfig", "train_vae", "load_vae", "functional_quality", "COMMAND"]
+
+
+@dataclass(frozen=True)
+class TrainVAEConfig:
+    zoo: str = field(default="", metadata={"help": "zoo folder (`dynadiff zoo build`)"})
+    out: str = field(default="", metadata={"help": "run folder (created; an existing run is resumed)"})
+    data: str = field(default="", metadata={"help": "dataset .h5 for the functional loss (default: the zoo's)"})
+    preset: str = field(default="tiny", metadata={"help": "tiny | small | paper (model size and schedule)"})
+    seed: int = field(default=0, metadata={"help": "seed of initialisation, batches, frames and latent noise"})
+    device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
+    progress: bool = field(default=True, metadata={"help": "tqdm bar (only on a terminal, rank 0)"})
+    model: dict[str, Any] = field(default_factory=dict, metadata={"help": "VAEConfig field overrides"})
+    steps: int | None = field(default=None, metadata={"help": "optimizer steps (default: preset)"})
+    batch_size: int | None = field(default=None, metadata={"help": "experts per step, all ranks (default: preset)"})
+    lr: float | None = field(default=None, metadata={"help": "peak AdamW learning rate (default: preset)"})
+    warmup_steps: int | None = field(default=None, metadata={"help": "linear warm-up steps (default: preset)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    kl_weight: float = field(default=1e-5, metadata={"help": "beta: weight of the KL term"})
+    func_weight: float = field(default=1.0, metadata={"help": "lambda: weight of the functional loss (0: MSE-only)"})
+    func_start: float = field(default=0.1, metadata={"help": "fraction of steps before the functional loss starts"})
+    func_ramp: float = field(default=0.2, metadata={"help": "fraction of steps over which lambda ramps to its value"})
+    func_frames: int = field(default=16, metadata={"help": "input frames kept per environment for L_func"})
+    func_batch: int = field(default=4, metadata={"help": "frames per expert per step for L_func"})
+    ema_decay: float | None = field(default=None, metadata={"help": "EMA decay per step (default: preset)"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
+    checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
+    log_every: int = field(default=10, metadata={"help": "steps between log.jsonl lines"})
+    normalizer: str = field(default="element", metadata={"help": "WeightNormalizer granularity: element | pair"})
+    quality: bool = field(default=True, metadata={"help": "measure functional reconstruction at the end"})
+    quality_steps: int | None = field(default=None, metadata={"help": "rollout steps of the quality check"})
+
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"steps": 600, "batch_size": 8, "lr": 1e-3, "warmup_steps": 30, "ema_decay": 0.98},
+    "small": {"steps": 20000, "batch_size": 16, "lr": 3e-4, "warmup_steps": 500, "ema_decay": 0.999},
+    "paper": {"steps": 100000, "batch_size": 32, "lr": 1e-4, "warmup_steps": 1000, "ema_decay": 0.9999},
+}
+
+
+def resolve(cfg: TrainVAEConfig) -> TrainVAEConfig:
+    """Fill the preset's values into the fields left at None and validate."""
+    if cfg.preset not in TRAIN_PRESETS:
+        raise ValueError(f"preset: unknown {cfg.preset!r} (valid: {', '.join(TRAIN_PRESETS)})")
+    filled = {k: v for k, v in TRAIN_PRESETS[cfg.preset].items() if getattr(cfg, k) is None}
+    cfg = dataclasses.replace(cfg, **filled)
+    for name in ("zoo", "out"):
+        if not getattr(cfg, name):
+            raise ValueError(f"{name}: required (pass --{name})")
+    for name in ("steps", "batch_size", "func_frames", "func_batch", "checkpoint_every", "log_every"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}: expected >= 1, got {getattr(cfg, name)}")
+    if cfg.func_batch > cfg.func_frames:
+        raise ValueError(f"func_batch: {cfg.func_batch} exceeds func_frames={cfg.func_frames}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ValueError(f"ema_decay: expected a value in [0, 1), got {cfg.ema_decay}")
+    if cfg.kl_weight < 0 or cfg.func_weight < 0:
+        raise ValueError(f"kl_weight / func_weight: expected >= 0, got {cfg.kl_weight} / {cfg.func_weight}")
+    VAEConfig.preset(cfg.preset, **cfg.model)  # unknown model keys fail here, before any work
+    return cfg
+
+
+def vae_config(cfg: TrainVAEConfig) -> VAEConfig:
+    return VAEConfig.preset(cfg.preset, **cfg.model)
+
+
+# -------------------------------------------------------------------------------------------------
+# Schedules
+# -------------------------------------------------------------------------------------------------
+
+
+def learning_rate(cfg: TrainVAEConfig, step: int) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to lr / 10 at ``steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+    return cfg.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(t, 1.0))))
+
+
+def func_weight_at(cfg: TrainVAEConfig, step: int) -> float:
+    """lambda(step): 0 before ``func_start * steps``, then a linear ramp to ``func_weight``."""
+    start, ramp = cfg.func_start * cfg.steps, max(cfg.func_ramp * cfg.steps, 1.0)
+    return cfg.func_weight * min(max((step - start) / ramp, 0.0), 1.0)
+
+
+# -------------------------------------------------------------------------------------------------
+# Data
+# -------------------------------------------------------------------------------------------------
+
+
+def zoo_tokens(zoo, graph, chunk: int = 64):
+    """Node tokens of every zoo expert (CPU, float32), read ``chunk`` experts at a time."""
+    from dynadiff_fast.weightspace.graph import NodeTokens
+
+    parts = [graph.encode(zoo.state_dicts(list(range(i, min(i + chunk, len(zoo)))))) for i in range(0, len(zoo), chunk)]
+    return NodeTokens.cat(parts)
+
+
+def sample_frames(ds, envs: list[int], k: int, generator: torch.Generator) -> torch.Tensor:
+    """k standardised frames per environment, each from a random training trajectory and time:
+    ``[len(envs), k, *frame_shape]``."""
+    out = []
+    for env in envs:
+        trajs = torch.randint(ds.n_train_traj, (k,), generator=generator).tolist()
+        frames = torch.randint(ds.n_frames, (k,), generator=generator).tolist()
+        out.append(torch.cat([ds.load(env, t, f)[0, 0] for t, f in zip(trajs, frames)]))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def functional_data(zoo, ds, k: int, seed: int, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(frames [n_env, k, *frame], expert -> frame row [N_zoo], targets f_w(x) [N_zoo, k, *out])."""
+    envs = sorted(set(zoo.env_index.tolist()))
+    frames = sample_frames(ds, envs, k, torch.Generator().manual_seed(seed))
+    row = torch.tensor([envs.index(int(e)) for e in zoo.env_index])
+    targets = []
+    for i in range(0, len(zoo), chunk):
+        idx = list(range(i, min(i + chunk, len(zoo))))
+        experts = zoo.batched(idx)
+        targets.append(expert_outputs(zoo.config, experts.stacked(), frames[row[idx]]))
+    return frames, row, torch.cat(targets)
+
+
+def _open_dataset(cfg: TrainVAEConfig, zoo):
+    from dynadiff_fast.data import EnvDataset
+
+    path = cfg.data or zoo.dataset_info.get("path", "")
+    if not path:
+        raise ValueError("data: the zoo records no dataset path; pass --data FILE.h5")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"data: {path} does not exist (the zoo's dataset moved? pass --data FILE.h5)")
+    ds = EnvDataset.open(path)
+    if ds.system_name != zoo.system_name:
+        ds.close()
+        raise ValueError(f"data: {path} holds {ds.system_name}, but the zoo {zoo.root} is for {zoo.system_name}")
+    return ds
+
+
+# -------------------------------------------------------------------------------------------------
+# Quality: functional reconstruction
+# -------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def reconstruct(vae: WeightVAE, normalizer, tokens, chunk: int = 16):
+    """Decoded experts' tokens (denormalised) through the encoder means, ``chunk`` experts at a time."""
+    from dynadiff_fast.weightspace.graph import NodeTokens
+
+    device = next(vae.parameters()).device
+    out = []
+    for i in range(0, tokens.num_experts, chunk):
+        part = normalizer.normalize(tokens.select(slice(i, i + chunk))).to(device)
+        mu, _ = vae.encode(part)
+        out.append(normalizer.denormalize(vae.decode(mu)).to("cpu"))
+    return NodeTokens.cat(out)
+
+
+@torch.no_grad()
+def functional_quality(vae, normalizer, graph, zoo, ds, rollout_steps: int | None = None, tokens=None) -> dict:
+    """Rollout RMSE of every zoo expert and of its VAE reconstruction (encoder mean -> decoder) on the held-out
+    test trajectories of its environment, ``rollout_steps`` steps (default: all frames).
+
+    Returns per-expert lists (``rmse_original``, ``rmse_decoded``, ``relative_increase`` = decoded / original
+    - 1) and a summary: zoo-averaged RMSEs and their ratio, quantiles of the relative increase and the
+    fraction of experts within 5%.
+    """
+    from dynadiff_fast.experts.evaluate import evaluate_experts
+    from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+
+    steps = rollout_steps or ds.n_frames - 1
+    tokens = zoo_tokens(zoo, graph) if tokens is None else tokens
+    envs = zoo.env_index.tolist()
+    decoded = reconstruct(vae, normalizer, tokens)
+    original = BatchedFNO.from_stacked(zoo.config, graph.decode_stacked(tokens))
+    rebuilt = BatchedFNO.from_stacked(zoo.config, graph.decode_stacked(decoded))
+    with nvtx_range("vae/quality"):
+        rmse_o = evaluate_experts(original, (ds, envs), steps, progress=False).mean(-1).double()
+        rmse_d = evaluate_experts(rebuilt, (ds, envs), steps, progress=False).mean(-1).double()
+    rel = rmse_d / rmse_o - 1.0
+    q = torch.quantile(rel, torch.tensor([0.1, 0.5, 0.9], dtype=rel.dtype)).tolist()
+    return {
+        "rollout_steps": steps,
+        "summary": {
+            "rmse_original_mean": float(rmse_o.mean()),
+            "rmse_decoded_mean": float(rmse_d.mean()),
+            "relative_increase_of_mean": float(rmse_d.mean() / rmse_o.mean() - 1.0),
+            "relative_increase_mean": float(rel.mean()),
+            "relative_increase_p10_p50_p90": q,
+            "relative_increase_max": float(rel.max()),
+            "fraction_within_5pct": float((rel <= 0.05).double().mean()),
+        },
+        "rmse_original": rmse_o.tolist(),
+        "rmse_decoded": rmse_d.tolist(),
+        "relative_increase": rel.tolist(),
+    }
+
+
+# -------------------------------------------------------------------------------------------------
+# Training
+# -------------------------------------------------------------------------------------------------
+
+
+def _metadata(cfg, vcfg, graph, zoo, normalizer_sha: str, losses: dict, step: int) -> dict[str, Any]:
+    from dynadiff_fast.experts.zoo import config_to_dict
+
+    return {
+        "kind": "weight-vae",
+        "vae_config": dataclasses.asdict(vcfg),
+        "graph": graph.to_dict(),
+        "layout_fingerprint": layout_fingerprint(graph),
+        "expert_config": config_to_dict(zoo.config),
+        "system_name": zoo.system_name,
+        "zoo": str(Path(cfg.zoo).resolve()),
+        "normalizer_sha256": normalizer_sha,
+        "train_config": config_mod.to_dict(cfg),
+        "losses": losses,
+        "complete": step >= cfg.steps,
+    }
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        with io.atomic_path(path) as tmp:
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train_vae(cfg: TrainVAEConfig) -> Path:
+    """Train (or resume, or find finished) the VAE run ``cfg.out``; returns the run folder."""
+    from tqdm.auto import tqdm
+
+    from dynadiff_fast.experts.zoo import Zoo
+    from dynadiff_fast.generative.checkpoint import load_checkpoint, read_meta, save_checkpoint, update_ema
+    from dynadiff_fast.weightspace.graph import NodeTokens, WeightGraph
+    from dynadiff_fast.weightspace.normalization import WeightNormalizer
+
+    cfg = resolve(cfg)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info = dist.init(device.type)
+    if device.type == "cuda" and info.distributed:
+        device = torch.device("cuda", info.local_rank)
+    if cfg.batch_size % info.world_size:
+        raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {info.world_size} ranks")
+    out = Path(cfg.out)
+    try:
+        zoo = Zoo.open(cfg.zoo)
+        graph = WeightGraph.from_config(zoo.config)
+        vcfg = vae_config(cfg)
+        previous = read_meta(out)
+        if previous is not None:
+            check_same_layout(WeightGraph.from_dict(previous["graph"]), graph, f"zoo {cfg.zoo} vs run {out}")
+            if previous.get("vae_config") != dataclasses.asdict(vcfg):
+                raise ValueError(f"out: {out} holds a VAE with config {previous.get('vae_config')}, this run asks for "
+                                 f"{dataclasses.asdict(vcfg)}; choose another --out")  # fmt: skip
+            if previous["step"] >= cfg.steps:
+                log.info("%s is complete (step %d); nothing to train", out, previous["step"])
+                return out
+
+        tokens = zoo_tokens(zoo, graph)
+        norm_path = out / NORMALIZER_FILE
+        if previous is not None:  # the stored statistics, exactly as the checkpoint was trained with
+            normalizer = WeightNormalizer.from_state_dict(
+                io.load_safetensors(norm_path, previous["normalizer_sha256"], "VAE weight normaliser")
+            )
+            norm_sha = previous["normalizer_sha256"]
+        else:
+            normalizer = WeightNormalizer.fit(tokens, granularity=cfg.normalizer)
+            norm_sha = io.sha256_file(norm_path) if norm_path.exists() else ""
+            if info.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+                norm_sha = io.save_safetensors(norm_path, normalizer.state_dict())
+                config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
+            dist.barrier(info)
+            norm_sha = io.sha256_file(norm_path)
+        values = torch.cat([t.reshape(t.shape[0], -1) for t in normalizer.normalize(tokens).groups], 1).to(device)
+
+        ds = _open_dataset(cfg, zoo)
+        try:
+            frames, frame_row, targets = functional_data(zoo, ds, cfg.func_frames, cfg.seed)
+            frames, frame_row, targets = frames.to(device), frame_row.to(device), targets.to(device)
+
+            torch.manual_seed(cfg.seed)  # identical initialisation on every rank
+            model = WeightVAE(vcfg, graph).to(device)
+            ema = copy.deepcopy(model).requires_grad_(False)
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            g_batch = torch.Generator().manual_seed(cfg.seed + 1)
+            g_noise = torch.Generator(device=device).manual_seed(cfg.seed + 2 + info.rank)
+            step = 0
+            meta = load_checkpoint(out, model, ema=ema, optimizer=opt, map_location=device)
+            if meta is not None:
+                step = meta["step"]
+                noise_states = meta["state"]["g_noise"]  # one per rank of the run that saved it
+                g_batch.set_state(meta["state"]["g_batch"].cpu())
+                g_noise.set_state(noise_states[info.rank % len(noise_states)].cpu())
+                log.info("resumed %s at step %d", out, step)
+            if info.is_main:
+                _truncate_log(out / "log.jsonl", step)
+            net = model
+            if info.distributed:
+                from torch.nn.parallel import DistributedDataParallel
+
+                net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+            def save(step: int, losses: dict) -> None:
+                states = [g_noise.get_state()]
+                if info.distributed:  # every rank's latent-noise stream, so a resume continues each exactly
+                    import torch.distributed as tdist
+
+                    states = [torch.empty_like(states[0]) for _ in range(info.world_size)]
+                    tdist.all_gather_object(states, g_noise.get_state())
+                if info.is_main:
+                    meta = _metadata(cfg, vcfg, graph, zoo, norm_sha, losses, step)
+                    state = {"g_batch": g_batch.get_state(), "g_noise": [s.cpu() for s in states]}
+                    save_checkpoint(out, model, step=step, ema=ema, optimizer=opt, meta=meta, state=state)
+                dist.barrier(info)
+
+            bar = tqdm(total=cfg.steps, initial=step, desc="train vae", unit="step",
+                       disable=None if (cfg.progress and info.is_main) else True)  # fmt: skip
+            sums: dict[str, float] = {}
+            losses: dict[str, float] = dict((meta or {}).get("losses", {}))
+            t0, local = time.time(), cfg.batch_size // info.world_size
+            while step < cfg.steps:
+                idx = torch.randperm(len(zoo), generator=g_batch)[: cfg.batch_size]
+                idx = idx.repeat(math.ceil(cfg.batch_size / len(idx)))[: cfg.batch_size]  # zoo smaller than a batch
+                idx = idx[info.rank * local : (info.rank + 1) * local].to(device)
+                pick = torch.rand(local, cfg.func_frames, generator=g_batch).argsort(1)[:, : cfg.func_batch].to(device)
+                lam = func_weight_at(cfg, step)
+                for pg in opt.param_groups:
+                    pg["lr"] = learning_rate(cfg, step)
+                with nvtx_range("vae/step"):
+                    batch = NodeTokens.from_packed(values[idx], graph)
+                    recon, mu, logvar = net(batch, generator=g_noise)
+                    rec_loss, kl = reconstruction_loss(recon, batch), kl_divergence(mu, logvar)
+                    loss = rec_loss + cfg.kl_weight * kl
+                    log_step = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+                    func = None
+                    if lam > 0 or log_step:
+                        x = frames[frame_row[idx][:, None], pick]  # [b, func_batch, *frame]
+                        y = targets[idx[:, None], pick]
+                        with torch.set_grad_enabled(lam > 0):
+                            func = functional_loss(normalizer.denormalize(recon), zoo.config, x, y)
+                        if lam > 0:
+                            loss = loss + lam * func
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    opt.step()
+                    update_ema(ema, model, cfg.ema_decay)
+                step += 1
+                for k, v in (("loss", loss), ("recon", rec_loss), ("kl", kl)):
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums["n"] = sums.get("n", 0) + 1
+                if func is not None:
+                    sums["func"], sums["n_func"] = (
+                        sums.get("func", 0.0) + float(func.detach()),
+                        sums.get("n_func", 0) + 1,
+                    )
+                bar.update(1)
+                if log_step:
+                    losses = {k: sums[k] / sums["n"] for k in ("loss", "recon", "kl")}
+                    losses["func"] = sums["func"] / sums["n_func"] if "n_func" in sums else None
+                    losses.update(func_weight=lam, lr=learning_rate(cfg, step - 1), step=step)
+                    sums = {}
+                    bar.set_postfix(recon=f"{losses['recon']:.3g}", func=f"{losses['func'] or 0:.3g}", refresh=False)
+                    if info.is_main:
+                        with open(out / "log.jsonl", "a") as f:
+                            f.write(json.dumps({**losses, "seconds": round(time.time() - t0, 2)}) + "\n")
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    save(step, losses)
+            bar.close()
+            if cfg.quality and info.is_main:
+                quality = functional_quality(ema.eval(), normalizer, graph, zoo, ds, cfg.quality_steps, tokens)
+                io.write_json(out / "quality.json", quality)
+                log.info("functional reconstruction: %s", quality["summary"])
+        finally:
+            ds.close()
+        dist.barrier(info)
+        return out
+    finally:
+        dist.cleanup(info)
+
+
+def _run(cfg: TrainVAEConfig) -> int:
+    train_vae(cfg)
+    return 0
+
+
+COMMAND = Command(help="train the weight VAE on a zoo", config=TrainVAEConfig, run=_run)
