@@ -232,8 +232,9 @@ def pretrain_base(
             log.info("base model: reusing %s", base_path)
             return io.load_safetensors(base_path, rec["sha256"], "zoo base model")
         log.warning("base model: %s is missing or corrupt; pretraining again", base_path)
-    torch.manual_seed(cfg.seed)  # the base model's initial weights
-    model = expert_cfg.build().to(train.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # the base model's initial weights, without touching the caller's RNG
+        model = expert_cfg.build().to(train.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
@@ -292,21 +293,25 @@ def _stack(state: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
     return {k: v.unsqueeze(0).repeat(n, *([1] * v.dim())) for k, v in state.items()}
 
 
-def validate(experts, test: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def validate(experts, test: torch.Tensor, steps: int, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Validation RMSE of E experts on one environment's test trajectories ``[B, T+1, C, H, W]``.
 
-    Returns ``(rollout, one_step)``, each ``[E]``: the mean over trajectories and the first ``steps``
-    steps of the autoregressive-rollout RMSE and of the teacher-forced one-step RMSE.
+    Returns ``(rollout, one_step)``, each ``[E]`` float64: the mean over trajectories and the first
+    ``steps`` steps of the autoregressive-rollout RMSE (``evaluate_experts``) and of the teacher-forced
+    one-step RMSE (``chunk`` experts at a time).
     """
     from dynadiff_fast.eval.metrics import rmse
+    from dynadiff_fast.experts.evaluate import evaluate_experts
 
     window = test[:, : steps + 1]
+    x, y = window[:, :-1].flatten(0, 1), window[:, 1:].flatten(0, 1)  # [B*steps, C, H, W]
     with torch.no_grad(), nvtx_range("zoo/validate"):
-        rolled = experts.rollout(window[:, 0], steps)[:, :, 1:]  # [E, B, steps, C, H, W]
-        rollout = rmse(rolled, window[None, :, 1:].expand_as(rolled)).mean((1, 2))
-        pred = experts(window[:, :-1].flatten(0, 1))  # [E, B*steps, C, H, W]
-        one_step = rmse(pred, window[:, 1:].flatten(0, 1)[None].expand_as(pred)).mean(1)
-    return rollout.double().cpu(), one_step.double().cpu()
+        rollout = evaluate_experts(experts, window[None], steps, progress=False).mean(1)
+        one_step = [
+            rmse(experts.select(slice(e0, e0 + chunk))(x), y.expand(min(chunk, experts.num_experts - e0), *y.shape))
+            for e0 in range(0, experts.num_experts, chunk)
+        ]
+    return rollout.double().cpu(), torch.cat(one_step).mean(1).double().cpu()
 
 
 def finetune_group(
@@ -465,6 +470,11 @@ def build_zoo(cfg: ZooBuildConfig) -> Path:
         with EnvDataset.open(cfg.data) as ds:
             cfg = resolve(cfg, ds.system_name, ds.n_frames)
             expert_cfg = _expert_config(ds, cfg)
+            log.info(
+                "%s: %d seen environments x %d experts; pretrain %d epochs, fine-tune %d epochs, lr %g, batch %d",
+                ds.system_name, len(ds.split["seen"]), cfg.experts_per_env, cfg.pretrain_epochs,
+                cfg.finetune_epochs, cfg.lr, cfg.batch_size,
+            )  # fmt: skip
             check_or_pin_identity(out, build_identity(cfg, ds, expert_cfg), info)
             if info.is_main:
                 config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
