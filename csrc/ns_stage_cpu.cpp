@@ -28,74 +28,94 @@ inline void store(T* p, int64_t i, T re, T im) {
   p[2 * i + 1] = im;
 }
 
+constexpr int64_t kMaxFields = 8;
+
 // One Lawson-RK4 stage over all [n, F, H, Wr] modes. Batch strides of half_decay / forcing are 0
-// when they are shared by every row.
+// when they are shared by every row. The C output fields (F stage inputs, or u, v, w_x, w_y) go to
+// `out` as half spectra [n, C, H, Wr], or packed: pairs (a, b) as conj(a + i b) / (H W) on the full
+// [n, C/2, H, W] grid, the mirror mode -k written from +k (X(-k) = conj X(k)).
 template <typename T>
 void ns_stage_impl(int stage, const T* q, const T* v, const T* acc, const T* decay, const T* kx, const T* ky,
-                   const T* mask, T dt, const T* forcing, bool velocity, int64_t n, int64_t F, int64_t H,
-                   int64_t Wr, int64_t decay_bstride, int64_t forcing_bstride, T* acc_out, T* out) {
+                   const T* mask, T dt, const T* forcing, bool velocity, bool packed, int64_t n, int64_t F,
+                   int64_t H, int64_t Wr, int64_t W, int64_t decay_bstride, int64_t forcing_bstride, T* acc_out,
+                   T* out) {
   const int64_t plane = H * Wr;
-  const T c2 = dt / 2, c3 = dt / 3, c6 = dt / 6;
+  const int64_t C = velocity ? 4 : F;
+  const int64_t out_plane = packed ? H * W : plane;
+  const T c2 = dt / 2, c3 = dt / 3, c6 = dt / 6, scale = T(1) / T(H * W);
 #pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < n * F; ++b) {
+  for (int64_t row = 0; row < n; ++row) {
     for (int64_t h = 0; h < H; ++h) {
-      const int64_t row = b / F, f = b % F;
-      const int64_t base = b * plane + h * Wr;
       const T* E_row = decay + row * decay_bstride + h * Wr;
-      const T* F_row = forcing ? forcing + 2 * (row * forcing_bstride + f * plane + h * Wr) : nullptr;
       const T* m_row = mask + h * Wr;
       const T kyh = ky[h];
+      const int64_t h_mirror = (H - h) % H;
+      T* out_row = out + 2 * row * (packed ? C / 2 : C) * out_plane;
       for (int64_t w = 0; w < Wr; ++w) {
-        const int64_t i = base + w;
         const T E = E_row[w], m = m_row[w];
-        Cplx<T> N = load(q, i);
-        N.re *= m;
-        N.im *= m;
-        if (F_row) {
-          N.re += F_row[2 * w];
-          N.im += F_row[2 * w + 1];
-        }
-        const Cplx<T> s = load(v, i);
-        T ar, ai, xr, xi;  // acc_out, next stage input
-        if (stage == 1) {
-          ar = E * E * (s.re + c6 * N.re);
-          ai = E * E * (s.im + c6 * N.im);
-          xr = E * (s.re + c2 * N.re);
-          xi = E * (s.im + c2 * N.im);
-        } else {
-          const Cplx<T> a = load(acc, i);
-          if (stage == 4) {
-            ar = a.re + c6 * N.re;
-            ai = a.im + c6 * N.im;
-            xr = ar;
-            xi = ai;
+        Cplx<T> val[kMaxFields];  // the C output fields at this mode
+        for (int64_t f = 0; f < F; ++f) {
+          const int64_t i = (row * F + f) * plane + h * Wr + w;
+          Cplx<T> N = load(q, i);
+          N.re *= m;
+          N.im *= m;
+          if (forcing) {
+            const int64_t fi = row * forcing_bstride + f * plane + h * Wr + w;
+            N.re += forcing[2 * fi];
+            N.im += forcing[2 * fi + 1];
+          }
+          const Cplx<T> s = load(v, i);
+          T ar, ai, xr, xi;  // acc_out, next stage input
+          if (stage == 1) {
+            ar = E * E * (s.re + c6 * N.re);
+            ai = E * E * (s.im + c6 * N.im);
+            xr = E * (s.re + c2 * N.re);
+            xi = E * (s.im + c2 * N.im);
           } else {
-            ar = a.re + c3 * E * N.re;
-            ai = a.im + c3 * E * N.im;
-            if (stage == 2) {
-              xr = E * s.re + c2 * N.re;
-              xi = E * s.im + c2 * N.im;
+            const Cplx<T> a = load(acc, i);
+            if (stage == 4) {
+              ar = a.re + c6 * N.re;
+              ai = a.im + c6 * N.im;
+              xr = ar;
+              xi = ai;
             } else {
-              xr = E * (E * s.re + dt * N.re);
-              xi = E * (E * s.im + dt * N.im);
+              ar = a.re + c3 * E * N.re;
+              ai = a.im + c3 * E * N.im;
+              if (stage == 2) {
+                xr = E * s.re + c2 * N.re;
+                xi = E * s.im + c2 * N.im;
+              } else {
+                xr = E * (E * s.re + dt * N.re);
+                xi = E * (E * s.im + dt * N.im);
+              }
             }
           }
+          store(acc_out, i, ar, ai);
+          val[f] = {xr, xi};
         }
-        store(acc_out, i, ar, ai);
-        if (!velocity) {
-          store(out, i, xr, xi);
+        if (velocity) {
+          // (u, v, w_x, w_y) = (i ky psi, -i kx psi, i kx w, i ky w), psi = w / |k|^2 (F == 1).
+          const T xr = val[0].re, xi = val[0].im, kxw = kx[w];
+          const T k2 = kxw * kxw + kyh * kyh;
+          const T inv = k2 > 0 ? T(1) / k2 : T(0);
+          const T pr = xr * inv, pi = xi * inv;
+          val[0] = {-kyh * pi, kyh * pr};
+          val[1] = {kxw * pi, -kxw * pr};
+          val[2] = {-kxw * xi, kxw * xr};
+          val[3] = {-kyh * xi, kyh * xr};
+        }
+        if (!packed) {
+          for (int64_t c = 0; c < C; ++c) store(out_row, c * plane + h * Wr + w, val[c].re, val[c].im);
           continue;
         }
-        // (u, v, w_x, w_y) = (i ky psi, -i kx psi, i kx w, i ky w), psi = w / |k|^2 (F == 1 here).
-        const T kxw = kx[w];
-        const T k2 = kxw * kxw + kyh * kyh;
-        const T inv = k2 > 0 ? T(1) / k2 : T(0);
-        const T pr = xr * inv, pi = xi * inv;
-        const int64_t o = row * 4 * plane + h * Wr + w;
-        store(out, o, -kyh * pi, kyh * pr);
-        store(out, o + plane, kxw * pi, -kxw * pr);
-        store(out, o + 2 * plane, -kxw * xi, kxw * xr);
-        store(out, o + 3 * plane, -kyh * xi, kyh * xr);
+        const bool mirror = w > 0 && 2 * w < W;
+        for (int64_t p = 0; p < C / 2; ++p) {
+          const Cplx<T> a = val[2 * p], b = val[2 * p + 1];
+          // +k: conj(a + i b) = (a.re - b.im) - i (a.im + b.re);  -k: conj(conj a + i conj b) = a - i b.
+          store(out_row, p * out_plane + h * W + w, (a.re - b.im) * scale, -(a.im + b.re) * scale);
+          if (mirror)
+            store(out_row, p * out_plane + h_mirror * W + (W - w), (a.re + b.im) * scale, (a.im - b.re) * scale);
+        }
       }
     }
   }
@@ -116,6 +136,19 @@ void ns_advection_impl(const T* fields, T* q, int64_t n, int64_t P) {
   }
 }
 
+// Packed input: fields [n, 2, P] complex = (u - i v, w_x - i w_y); q = -(Re a Re b + Im a Im b).
+template <typename T>
+void ns_advection_packed_impl(const T* fields, T* q, int64_t n, int64_t P) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* a = fields + r * 4 * P;
+    const T* b = a + 2 * P;
+    T* o = q + r * P;
+#pragma omp simd
+    for (int64_t p = 0; p < P; ++p) o[p] = -(a[2 * p] * b[2 * p] + a[2 * p + 1] * b[2 * p + 1]);
+  }
+}
+
 void check_same(const TensorArg& a, const TensorArg& b, const char* name) {
   if (a.shape != b.shape) throw std::invalid_argument(std::string(name) + ": shape differs from nonlin_hat");
 }
@@ -123,8 +156,8 @@ void check_same(const TensorArg& a, const TensorArg& b, const char* name) {
 // Complex tensors cross as their real views: [..., 2] float.
 void ns_stage_cpu(int stage, const TensorArg& q, const TensorArg& v, const TensorArg& acc, const TensorArg& decay,
                   const TensorArg& kx, const TensorArg& ky, const TensorArg& mask, double dt,
-                  const pybind11::object& forcing, bool velocity, const TensorArg& acc_out, const TensorArg& out,
-                  bool fp64) {
+                  const pybind11::object& forcing, bool velocity, bool packed, int64_t width, const TensorArg& acc_out,
+                  const TensorArg& out, bool fp64) {
   DYNADIFF_NVTX_RANGE("kernel/ns_stage");
   if (stage < 1 || stage > 4) throw std::invalid_argument("stage: must be 1..4, got " + std::to_string(stage));
   q.check_dim(5, "nonlin_hat");
@@ -132,15 +165,19 @@ void ns_stage_cpu(int stage, const TensorArg& q, const TensorArg& v, const Tenso
   check_same(q, acc, "acc");
   check_same(q, acc_out, "acc_out");
   const int64_t n = q.shape[0], F = q.shape[1], H = q.shape[2], Wr = q.shape[3];
+  if (F > kMaxFields) throw std::invalid_argument("nonlin_hat: at most 8 fields");
+  if (width / 2 + 1 != Wr) throw std::invalid_argument("width: W // 2 + 1 must equal the spectrum's last size");
   decay.check_dim(4, "half_decay");
   if (decay.shape[2] != H || decay.shape[3] != Wr || (decay.shape[0] != 1 && decay.shape[0] != n))
     throw std::invalid_argument("half_decay: expected [n or 1, 1, H, Wr]");
   if (kx.numel() != Wr || ky.numel() != H || mask.numel() != H * Wr)
     throw std::invalid_argument("kx/ky/mask: sizes do not match the spectrum");
   const int64_t decay_bstride = decay.shape[0] == 1 ? 0 : H * Wr;
-  const int64_t out_fields = velocity ? 4 : F;
+  const int64_t C = velocity ? 4 : F;
   if (velocity && F != 1) throw std::invalid_argument("velocity: needs one field (vorticity)");
-  if (out.numel() != n * out_fields * H * Wr * 2) throw std::invalid_argument("out: wrong size");
+  if (packed && C % 2) throw std::invalid_argument("layout: packed needs an even number of output fields");
+  const int64_t out_numel = packed ? n * (C / 2) * H * width * 2 : n * C * H * Wr * 2;
+  if (out.numel() != out_numel) throw std::invalid_argument("out: wrong size");
   int64_t forcing_bstride = 0;
   std::uintptr_t fptr = 0;
   if (!forcing.is_none()) {
@@ -153,23 +190,34 @@ void ns_stage_cpu(int stage, const TensorArg& q, const TensorArg& v, const Tenso
   if (fp64) {
     ns_stage_impl<double>(stage, q.data<double>(), v.data<double>(), acc.data<double>(), decay.data<double>(),
                           kx.data<double>(), ky.data<double>(), mask.data<double>(), dt,
-                          reinterpret_cast<const double*>(fptr), velocity, n, F, H, Wr, decay_bstride,
+                          reinterpret_cast<const double*>(fptr), velocity, packed, n, F, H, Wr, width, decay_bstride,
                           forcing_bstride, acc_out.data<double>(), out.data<double>());
   } else {
     ns_stage_impl<float>(stage, q.data<float>(), v.data<float>(), acc.data<float>(), decay.data<float>(),
                          kx.data<float>(), ky.data<float>(), mask.data<float>(), static_cast<float>(dt),
-                         reinterpret_cast<const float*>(fptr), velocity, n, F, H, Wr, decay_bstride,
+                         reinterpret_cast<const float*>(fptr), velocity, packed, n, F, H, Wr, width, decay_bstride,
                          forcing_bstride, acc_out.data<float>(), out.data<float>());
   }
 }
 
-void ns_advection_cpu(const TensorArg& fields, const TensorArg& q, bool fp64) {
+// fields: real [n, 4, H, W] (u, v, w_x, w_y), or the complex [n, 2, H, W] packed form as its real view.
+void ns_advection_cpu(const TensorArg& fields, const TensorArg& q, bool packed, bool fp64) {
   DYNADIFF_NVTX_RANGE("kernel/ns_advection");
-  fields.check_dim(4, "fields");
-  if (fields.shape[1] != 4) throw std::invalid_argument("fields: expected [n, 4, H, W]");
-  const int64_t n = fields.shape[0], P = fields.shape[2] * fields.shape[3];
+  const int64_t n = fields.shape[0];
+  if (packed) {
+    fields.check_dim(5, "fields");
+    if (fields.shape[1] != 2) throw std::invalid_argument("fields: expected complex [n, 2, H, W]");
+  } else {
+    fields.check_dim(4, "fields");
+    if (fields.shape[1] != 4) throw std::invalid_argument("fields: expected [n, 4, H, W]");
+  }
+  const int64_t P = fields.shape[2] * fields.shape[3];
   if (q.numel() != n * P) throw std::invalid_argument("out: expected [n, 1, H, W]");
-  if (fp64)
+  if (packed && fp64)
+    ns_advection_packed_impl<double>(fields.data<double>(), q.data<double>(), n, P);
+  else if (packed)
+    ns_advection_packed_impl<float>(fields.data<float>(), q.data<float>(), n, P);
+  else if (fp64)
     ns_advection_impl<double>(fields.data<double>(), q.data<double>(), n, P);
   else
     ns_advection_impl<float>(fields.data<float>(), q.data<float>(), n, P);
@@ -179,5 +227,5 @@ void ns_advection_cpu(const TensorArg& fields, const TensorArg& q, bool fp64) {
 
 DYNADIFF_BIND(ns_stage_cpu) {
   m.def("ns_stage_cpu", &ns_stage_cpu, "Fused Lawson-RK4 stage (+ velocity spectra) over complex interleaved data");
-  m.def("ns_advection_cpu", &ns_advection_cpu, "q = -(u w_x + v w_y) from [n, 4, H, W] fields");
+  m.def("ns_advection_cpu", &ns_advection_cpu, "q = -(u w_x + v w_y) from real [n, 4, H, W] or packed complex [n, 2, H, W] fields");
 }

@@ -138,7 +138,7 @@ class _LambdaOmegaSolver:
         self.state = torch.fft.rfft2(z0) * g.mask
         self.phys = torch.fft.irfft2(self.state, s=g.shape)
         ops.ns_stage(1, self.state, self.state, self.state, self.half_decay(1.0), self.kx, self.ky, g.mask, 1.0,
-                     None, False, backend)  # fmt: skip
+                     None, False, backend=backend)  # fmt: skip
         self.stage_fn, _ = ops.bind(backend, self.state.device.type)
 
     def half_decay(self, dt: float) -> torch.Tensor:
@@ -166,7 +166,19 @@ class _LambdaOmegaSolver:
         for stage in (1, 2, 3, 4):
             q_hat = torch.fft.rfft2(reaction(self.phys, self.beta))
             acc, nxt = self.stage_fn(
-                stage, q_hat, self.state, acc, E, self.kx, self.ky, self.grid.mask, dt, None, False
+                stage,
+                q_hat,
+                self.state,
+                acc,
+                E,
+                self.kx,
+                self.ky,
+                self.grid.mask,
+                dt,
+                None,
+                False,
+                "half",
+                self.grid.shape[1],
             )
             self.phys = torch.fft.irfft2(nxt, s=self.grid.shape)
         self.state = acc

@@ -9,7 +9,7 @@ forced system (App. B, after Li et al. 2021 / Kirchmeyer et al. 2022) on ``[0, 1
 
 Numerics (see ``spectral.py``): rfft2 pseudo-spectral, 2/3 dealiasing of the advection term,
 integrating-factor RK4 (viscosity exact), forcing precomputed in Fourier space. One RK4 stage is
-``irfft2 -> ns_advection -> rfft2 -> ns_stage`` (the fused ops of ``dynadiff_fast.ops.ns_stage``).
+``inverse FFT -> ns_advection -> rfft2 -> ns_stage`` (the fused ops of ``dynadiff_fast.ops.ns_stage``).
 The step is chosen per saved frame from the advective Courant number
 ``C = dt (max|u|/dx + max|v|/dy) <= cfl`` (the same dt for the whole batch), or fixed by
 ``substeps``; then a frame whose Courant number exceeds ``spectral.COURANT_LIMIT`` raises
@@ -135,11 +135,12 @@ class _VorticitySolver:
     """Spectral operators and the running state of one ``simulate`` call (one batch of environments).
 
     ``state`` is the dealiased vorticity spectrum ``[n, 1, H, Wr]``; ``phys`` its physical
-    ``(u, v, w_x, w_y)`` ``[n, 4, H, W]``, which the next RK4 stage consumes first.
+    ``(u, v, w_x, w_y)``, which the next RK4 stage consumes first: real ``[n, 4, H, W]`` ("half"
+    layout), or complex ``[n, 2, H, W]`` = ``(u - i v, w_x - i w_y)`` ("packed", see ``ops.ns_stage``).
     """
 
     def __init__(self, system: VorticitySystem, params: torch.Tensor, device, backend: str, w0: torch.Tensor):
-        self.system, self.params, self.backend = system, params, backend
+        self.system, self.params = system, params
         self.grid = g = system.spectral_grid(device)
         self.kx, self.ky = g.kx[0].contiguous(), g.ky[:, 0].contiguous()
         self.nu = system.diffusivity(params).to(device)
@@ -147,14 +148,26 @@ class _VorticitySolver:
         self.forcing = f_hat[:, None].to(spectral.complex_of(g.k2.dtype))
         self._decay: tuple[float, torch.Tensor] | None = None
         self.state = torch.fft.rfft2(w0) * g.mask
-        self.phys = self.irfft(ops.velocity_spectra(self.state, self.kx, self.ky))
+        # The fused CPU kernel hands the FFTs the packed layout (one forward complex FFT per stage
+        # instead of four real inverse ones); the reference and the GPU keep the rfft2 half spectra.
+        self.layout = "packed" if ops.STAGE_OP.resolve(backend, self.state.device.type) == "cpp" else "half"
+        spec = ops.velocity_spectra(self.state, self.kx, self.ky)
+        self.phys = self.to_physical(ops.reference.pack(spec, g.shape[1]) if self.layout == "packed" else spec)
         # Validate the operands once through the public op, then run the resolved kernels directly.
         ops.ns_stage(1, self.state, self.state, self.state, self.half_decay(1.0), self.kx, self.ky, g.mask, 1.0,
-                     self.forcing, True, backend)  # fmt: skip
+                     self.forcing, True, self.layout, g.shape[1], backend)  # fmt: skip
         self.stage_fn, self.advection_fn = ops.bind(backend, self.state.device.type)
 
-    def irfft(self, x_hat: torch.Tensor) -> torch.Tensor:
-        return torch.fft.irfft2(x_hat, s=self.grid.shape)
+    def to_physical(self, spec: torch.Tensor) -> torch.Tensor:
+        if self.layout == "packed":
+            return torch.fft.fft2(spec)
+        return torch.fft.irfft2(spec, s=self.grid.shape)
+
+    def velocity(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Physical ``(u, v)`` of the current state, each ``[n, H, W]``."""
+        if self.layout == "packed":
+            return self.phys[:, 0].real, -self.phys[:, 0].imag
+        return self.phys[:, 0], self.phys[:, 1]
 
     def half_decay(self, dt: float) -> torch.Tensor:
         if self._decay is None or self._decay[0] != dt:  # the automatic step rarely changes
@@ -163,12 +176,13 @@ class _VorticitySolver:
 
     def frame(self) -> torch.Tensor:
         """Saved channels ``[n, 3, H, W]``: vorticity, u, v."""
-        return torch.cat([self.irfft(self.state), self.phys[:, :2]], dim=1)
+        return torch.stack([torch.fft.irfft2(self.state[:, 0], s=self.grid.shape), *self.velocity()], dim=1)
 
     def courant_rate(self) -> torch.Tensor:
         """Per-row Courant number per unit step, ``max|u|/dx + max|v|/dy``, of the current state."""
         dy, dx = self.grid.spacing
-        return self.phys[:, 0].abs().amax(dim=(-2, -1)) / dx + self.phys[:, 1].abs().amax(dim=(-2, -1)) / dy
+        u, v = self.velocity()
+        return u.abs().amax(dim=(-2, -1)) / dx + v.abs().amax(dim=(-2, -1)) / dy
 
     def advance(self, duration: float, t: float) -> torch.Tensor:
         """Integrate ``duration`` time units (ending at time ``t``); returns the saved frame."""
@@ -183,14 +197,27 @@ class _VorticitySolver:
         return frame
 
     def step(self, E: torch.Tensor, dt: float) -> None:
-        """One Lawson-RK4 step of ``state`` (4 x: irfft2 -> advection -> rfft2 -> fused stage)."""
+        """One Lawson-RK4 step of ``state`` (4 x: inverse FFT -> advection -> rfft2 -> fused stage)."""
         acc = self.state  # not read by stage 1
+        W = self.grid.shape[1]
         for stage in (1, 2, 3, 4):
             q_hat = torch.fft.rfft2(self.advection_fn(self.phys))
             acc, spec = self.stage_fn(
-                stage, q_hat, self.state, acc, E, self.kx, self.ky, self.grid.mask, dt, self.forcing, True
+                stage,
+                q_hat,
+                self.state,
+                acc,
+                E,
+                self.kx,
+                self.ky,
+                self.grid.mask,
+                dt,
+                self.forcing,
+                True,
+                self.layout,
+                W,
             )
-            self.phys = self.irfft(spec)
+            self.phys = self.to_physical(spec)
         self.state = acc
 
 

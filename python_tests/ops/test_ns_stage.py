@@ -38,17 +38,32 @@ CASES = [  # n, F, H, W, velocity
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
 @pytest.mark.parametrize("n,F,H,W,velocity", CASES)
-def test_stage_matches_reference(backend, dtype, n, F, H, W, velocity, rng):
+@pytest.mark.parametrize("layout", ["half", "packed"])
+def test_stage_matches_reference(backend, dtype, n, F, H, W, velocity, layout, rng):
+    if layout == "packed" and not velocity and (F % 2 or backend == "triton"):
+        pytest.skip("packed pairs fields (F even); triton packs the velocity fields only")
     for stage in (1, 2, 3, 4):
         for per_row_decay, forcing in ((False, None), (True, "shared"), (False, "per_row")):
             q, v, acc, E, kx, ky, mask, f = _operands(
                 n, F, H, W, dtype, per_row_decay=per_row_decay, forcing=forcing, gen=rng
             )
-            want = reference.ns_stage(stage, q, v, acc, E, kx, ky, mask, 0.37, f, velocity)
-            got = op.ns_stage(stage, q, v, acc, E, kx, ky, mask, 0.37, f, velocity, backend=backend)
+            want = reference.ns_stage(stage, q, v, acc, E, kx, ky, mask, 0.37, f, velocity, layout, W)
+            got = op.ns_stage(stage, q, v, acc, E, kx, ky, mask, 0.37, f, velocity, layout, W, backend=backend)
             for w, g in zip(want, got):
                 assert g.shape == w.shape and g.dtype == w.dtype
-                torch.testing.assert_close(g, w, rtol=TOL[dtype], atol=TOL[dtype])
+                torch.testing.assert_close(g, w, rtol=TOL[dtype], atol=TOL[dtype] / (1 if layout == "half" else H * W))
+
+
+@pytest.mark.parametrize("H,W", [(6, 8), (5, 7)])
+def test_packed_layout_is_the_forward_fft_of_field_pairs(H, W, rng):
+    """fft2(packed) = a - i b for the real fields (a, b) whose half spectra were packed."""
+    x = torch.randn(3, 4, H, W, dtype=torch.float64, generator=rng)
+    z = torch.fft.fft2(reference.pack(torch.fft.rfft2(x), W))
+    torch.testing.assert_close(z.real, x[:, 0::2])
+    torch.testing.assert_close(z.imag, -x[:, 1::2])
+    torch.testing.assert_close(reference.hermitian_full(torch.fft.rfft2(x), W), torch.fft.fft2(x))
+    # The advection term reads the packed fields exactly like the plain ones.
+    torch.testing.assert_close(op.ns_advection(z, backend="torch"), reference.ns_advection(x))
 
 
 @pytest.mark.parametrize("backend", ["torch", *BACKENDS])
@@ -74,10 +89,14 @@ def test_lawson_rk4_reproduces_the_exact_linear_step(rng):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", [(1, 4, 3, 5), (7, 4, 6, 9), (2, 4, 33, 17)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64, torch.complex128])
 def test_advection_matches_reference(backend, shape, dtype, rng):
-    x = torch.randn(*shape, generator=rng, dtype=torch.float64).to(dtype)
-    torch.testing.assert_close(op.ns_advection(x, backend=backend), reference.ns_advection(x))
+    if dtype.is_complex:
+        shape = (shape[0], 2, *shape[2:])
+    x = torch.randn(*shape, generator=rng, dtype=torch.complex128 if dtype.is_complex else torch.float64).to(dtype)
+    got = op.ns_advection(x, backend=backend)
+    assert got.dtype == x.real.dtype
+    torch.testing.assert_close(got, reference.ns_advection(x))
 
 
 def test_velocity_spectra_solve_poisson(rng):
@@ -100,10 +119,10 @@ def test_bind_equals_public_op(rng):
         3, 1, 6, 6, torch.complex64, per_row_decay=False, forcing="per_row", gen=rng
     )
     stage_fn, advection_fn = op.bind("auto", "cpu")
-    for a, b in zip(
-        stage_fn(2, q, v, acc, E, kx, ky, mask, 0.2, f, True), op.ns_stage(2, q, v, acc, E, kx, ky, mask, 0.2, f, True)
-    ):
-        torch.testing.assert_close(a, b)
+    for layout in ("half", "packed"):
+        got = stage_fn(2, q, v, acc, E, kx, ky, mask, 0.2, f, True, layout, 6)
+        for a, b in zip(got, op.ns_stage(2, q, v, acc, E, kx, ky, mask, 0.2, f, True, layout)):
+            torch.testing.assert_close(a, b)
     x = torch.randn(2, 4, 5, 6, generator=rng)
     torch.testing.assert_close(advection_fn(x), op.ns_advection(x))
 
@@ -112,7 +131,8 @@ def test_opcheck(rng):
     q, v, acc, E, kx, ky, mask, f = _operands(
         2, 1, 6, 6, torch.complex64, per_row_decay=True, forcing="shared", gen=rng
     )
-    torch.library.opcheck(op._ns_stage_op, (3, q, v, acc, E, kx, ky, mask, 0.1, f, True, "torch"))
+    for layout in ("half", "packed"):
+        torch.library.opcheck(op._ns_stage_op, (3, q, v, acc, E, kx, ky, mask, 0.1, f, True, layout, 6, "torch"))
     torch.library.opcheck(op._ns_advection_op, (torch.randn(2, 4, 5, 6, generator=rng), "torch"))
 
 
@@ -135,6 +155,10 @@ def test_bad_inputs_name_the_argument(rng):
         op.ns_stage(1, q.real, v, acc, E, kx, ky, mask, 0.1)
     with pytest.raises(ValueError, match="fields"):
         op.ns_advection(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="layout"):
+        op.ns_stage(1, q, v, acc, E, kx, ky, mask, 0.1, layout="full")
+    with pytest.raises(ValueError, match="width"):
+        op.ns_stage(1, q, v, acc, E, kx, ky, mask, 0.1, width=9)
     with pytest.raises(_backend.BackendUnavailable, match="cuda"):
         op.ns_stage(1, q, v, acc, E, kx, ky, mask, 0.1, backend="cuda")
 

@@ -16,7 +16,13 @@ exact formulas. Shapes:
     half_decay                   real    [n or 1, 1, H, Wr]
     kx [Wr], ky [H], mask [H, Wr] real (same precision as the complex tensors)
     forcing                      complex [n or 1, F, H, Wr] or None
-    returns (acc_out [n, F, H, Wr], next [n, 4 if velocity else F, H, Wr])
+    returns (acc_out [n, F, H, Wr], next)      C = 4 if velocity else F output fields
+        layout="half":   next [n, C, H, Wr]    -> irfft2(next) gives the fields
+        layout="packed": next [n, C/2, H, W]   -> fft2(next) gives (a - i b) per field pair; the
+                         CPU solver's layout: one *forward* complex FFT instead of two real inverse
+                         ones (MKL's batched c2r runs several times slower than its forward FFTs)
+
+``ns_advection`` takes the real ``[n, 4, H, W]`` fields or the complex ``[n, 2, H, W]`` packed ones.
 
 Backends: ``torch`` (reference), ``cpp`` (CPU, OpenMP, complex interleaved), ``triton`` (GPU).
 Not differentiable (data generation only).
@@ -66,10 +72,14 @@ ADVECTION_OP = _backend.register(
 )
 
 
-def check_stage_inputs(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, forcing, velocity) -> None:
+def check_stage_inputs(
+    stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, forcing, velocity, layout, width
+) -> None:
     """Raise ``TypeError``/``ValueError`` naming the argument when shapes, dtypes or devices do not fit."""
     if stage not in (1, 2, 3, 4):
         raise ValueError(f"stage: must be 1, 2, 3 or 4, got {stage!r}")
+    if layout not in ("half", "packed"):
+        raise ValueError(f"layout: must be 'half' or 'packed', got {layout!r}")
     check_tensor(nonlin_hat, "nonlin_hat", dtypes=COMPLEX, ndim=4)
     n, F, H, Wr = nonlin_hat.shape
     real = torch.float32 if nonlin_hat.dtype == torch.complex64 else torch.float64
@@ -91,6 +101,12 @@ def check_stage_inputs(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, ma
             raise ValueError(f"forcing: expected [n or 1, {F}, {H}, {Wr}], got {tuple(forcing.shape)}")
     if velocity and F != 1:
         raise ValueError(f"velocity: needs a single vorticity field (F=1), got F={F}")
+    if F > 8:
+        raise ValueError(f"nonlin_hat: at most 8 fields, got F={F}")
+    if not isinstance(width, int) or width // 2 + 1 != Wr:
+        raise ValueError(f"width: the physical W must satisfy W // 2 + 1 = {Wr}, got {width!r}")
+    if layout == "packed" and not velocity and F % 2:
+        raise ValueError(f"layout: 'packed' pairs the output fields; F={F} is odd")
 
 
 @torch.library.custom_op("dynadiff::ns_stage", mutates_args=())
@@ -106,20 +122,26 @@ def _ns_stage_op(
     dt: float,
     forcing: torch.Tensor | None,
     velocity: bool,
+    layout: str,
+    width: int,
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     with nvtx_range("kernel/ns_stage"):
         fn = STAGE_OP.impl(backend, nonlin_hat.device.type)
-        acc_out, nxt = fn(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity)
+        acc_out, nxt = fn(
+            stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity, layout, width
+        )
         if nxt is acc_out:  # the reference's stage 4 returns one tensor twice; custom ops may not alias
             nxt = nxt.clone()
         return acc_out.contiguous(), nxt.contiguous()
 
 
 @_ns_stage_op.register_fake
-def _(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity, backend):
+def _(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity, layout, width, backend):
     n, F, H, Wr = nonlin_hat.shape
-    return torch.empty_like(nonlin_hat), nonlin_hat.new_empty((n, 4 if velocity else F, H, Wr))
+    c = 4 if velocity else F
+    shape = (n, c // 2, H, width) if layout == "packed" else (n, c, H, Wr)
+    return torch.empty_like(nonlin_hat), nonlin_hat.new_empty(shape)
 
 
 @torch.library.custom_op("dynadiff::ns_advection", mutates_args=())
@@ -131,7 +153,7 @@ def _ns_advection_op(fields: torch.Tensor, backend: str) -> torch.Tensor:
 @_ns_advection_op.register_fake
 def _(fields, backend):
     n, _, H, W = fields.shape
-    return fields.new_empty((n, 1, H, W))
+    return fields.new_empty((n, 1, H, W), dtype=fields.real.dtype)
 
 
 def _contig(t):
@@ -150,38 +172,49 @@ def ns_stage(
     dt: float,
     forcing=None,
     velocity: bool = False,
+    layout: str = "half",
+    width: int | None = None,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One fused Lawson-RK4 stage in Fourier space; see the module docstring for shapes and math."""
+    """One fused Lawson-RK4 stage in Fourier space; see the module docstring for shapes and math.
+    ``width``: the physical grid width W (default ``2 (Wr - 1)``, pass it for odd W)."""
     args = [as_tensor(t, name) for t, name in ((nonlin_hat, "nonlin_hat"), (state_hat, "state_hat"), (acc, "acc"))]
     args += [as_tensor(t, name) for t, name in ((half_decay, "half_decay"), (kx, "kx"), (ky, "ky"), (mask, "mask"))]
     forcing = None if forcing is None else as_tensor(forcing, "forcing")
-    check_stage_inputs(stage, *args, forcing, velocity)
+    width = 2 * (args[0].shape[-1] - 1) if width is None and args[0].dim() == 4 else width
+    check_stage_inputs(stage, *args, forcing, velocity, layout, width)
     if not isinstance(dt, (int, float)) or not dt > 0:
         raise ValueError(f"dt: must be a positive number, got {dt!r}")
     resolved = STAGE_OP.resolve(backend, args[0].device.type)
     args = [t.contiguous() for t in args]
-    return _ns_stage_op(stage, *args, float(dt), _contig(forcing), bool(velocity), resolved)
+    return _ns_stage_op(stage, *args, float(dt), _contig(forcing), bool(velocity), layout, width, resolved)
 
 
 def ns_advection(fields, backend: str = "auto") -> torch.Tensor:
-    """``fields [n, 4, H, W]`` physical ``(u, v, w_x, w_y)`` -> ``-(u w_x + v w_y)`` ``[n, 1, H, W]``."""
-    fields = check_tensor(as_tensor(fields, "fields"), "fields", dtypes=REAL, ndim=4)
-    if fields.shape[1] != 4:
-        raise ValueError(f"fields: expected [n, 4, H, W] (u, v, w_x, w_y), got shape {tuple(fields.shape)}")
+    """``-(u w_x + v w_y)`` ``[n, 1, H, W]`` from real ``[n, 4, H, W]`` ``(u, v, w_x, w_y)`` or complex
+    ``[n, 2, H, W]`` ``(u - i v, w_x - i w_y)`` (the fft2 of the packed layout)."""
+    fields = check_tensor(as_tensor(fields, "fields"), "fields", dtypes=REAL + COMPLEX, ndim=4)
+    if fields.shape[1] != (2 if fields.is_complex() else 4):
+        raise ValueError(
+            f"fields: expected real [n, 4, H, W] (u, v, w_x, w_y) or complex [n, 2, H, W], got "
+            f"{fields.dtype} {tuple(fields.shape)}"
+        )
     return _ns_advection_op(fields.contiguous(), ADVECTION_OP.resolve(backend, fields.device.type))
 
 
 def bind(backend: str, device_type: str):
     """``(stage_fn, advection_fn)`` of the resolved backend, for solver loops that validated their
-    operands once: same signatures as ``ns_stage``/``ns_advection`` minus ``backend``, without the
+    operands once: the signatures of ``ns_stage``/``ns_advection`` minus ``backend`` (every argument
+    positional and required), without the
     per-call checks and dispatch (~0.5 ms per call, as much as the work itself on small grids)."""
     stage_impl = STAGE_OP.impl(backend, device_type)
     advection_impl = ADVECTION_OP.impl(backend, device_type)
 
-    def stage_fn(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing=None, velocity=False):
+    def stage_fn(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity, layout, width):
         with nvtx_range("kernel/ns_stage"):
-            return stage_impl(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity)
+            return stage_impl(
+                stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity, layout, width
+            )
 
     def advection_fn(fields):
         with nvtx_range("kernel/ns_advection"):

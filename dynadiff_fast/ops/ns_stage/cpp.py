@@ -12,11 +12,12 @@ def _arg(t: torch.Tensor, name: str):
     return tensor_arg(torch.view_as_real(t) if t.is_complex() else t, name)
 
 
-def ns_stage(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity):
+def ns_stage(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity, layout, width):
     C = require_extension()
     n, F, H, Wr = nonlin_hat.shape
     acc_out = torch.empty_like(nonlin_hat)
-    out = nonlin_hat.new_empty((n, 4 if velocity else F, H, Wr))
+    c = 4 if velocity else F
+    out = nonlin_hat.new_empty((n, c // 2, H, width) if layout == "packed" else (n, c, H, Wr))
     C.ns_stage_cpu(
         stage,
         _arg(nonlin_hat, "nonlin_hat"),
@@ -29,6 +30,8 @@ def ns_stage(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, fo
         float(dt),
         None if forcing is None else _arg(forcing, "forcing"),
         velocity,
+        layout == "packed",
+        width,
         _arg(acc_out, "acc_out"),
         _arg(out, "out"),
         nonlin_hat.dtype == torch.complex128,
@@ -39,6 +42,6 @@ def ns_stage(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, fo
 def ns_advection(fields):
     C = require_extension()
     n, _, H, W = fields.shape
-    q = fields.new_empty((n, 1, H, W))
-    C.ns_advection_cpu(_arg(fields, "fields"), _arg(q, "out"), fields.dtype == torch.float64)
+    q = torch.empty((n, 1, H, W), dtype=fields.real.dtype)
+    C.ns_advection_cpu(_arg(fields, "fields"), _arg(q, "out"), fields.is_complex(), q.dtype == torch.float64)
     return q
