@@ -198,7 +198,8 @@ def _open_dataset(cfg: TrainVAEConfig, zoo):
 
 @torch.no_grad()
 def reconstruct(vae: WeightVAE, normalizer, tokens, chunk: int = 16):
-    """Decoded experts' tokens (denormalised) through the encoder means, ``chunk`` experts at a time."""
+    """Decoded experts' tokens (denormalised, on the VAE's device) through the encoder means, ``chunk`` experts
+    at a time."""
     from dynadiff_fast.weightspace.graph import NodeTokens
 
     device = next(vae.parameters()).device
@@ -206,7 +207,7 @@ def reconstruct(vae: WeightVAE, normalizer, tokens, chunk: int = 16):
     for i in range(0, tokens.num_experts, chunk):
         part = normalizer.normalize(tokens.select(slice(i, i + chunk))).to(device)
         mu, _ = vae.encode(part)
-        out.append(normalizer.denormalize(vae.decode(mu)).to("cpu"))
+        out.append(normalizer.denormalize(vae.decode(mu)))
     return NodeTokens.cat(out)
 
 
@@ -225,8 +226,8 @@ def functional_quality(vae, normalizer, graph, zoo, ds, rollout_steps: int | Non
     steps = rollout_steps or ds.n_frames - 1
     tokens = zoo_tokens(zoo, graph) if tokens is None else tokens
     envs = zoo.env_index.tolist()
-    decoded = reconstruct(vae, normalizer, tokens)
-    original = BatchedFNO.from_stacked(zoo.config, graph.decode_stacked(tokens))
+    decoded = reconstruct(vae, normalizer, tokens)  # on the VAE's device, where the rollouts run too
+    original = BatchedFNO.from_stacked(zoo.config, graph.decode_stacked(tokens.to(decoded.device)))
     rebuilt = BatchedFNO.from_stacked(zoo.config, graph.decode_stacked(decoded))
     with nvtx_range("vae/quality"):
         rmse_o = evaluate_experts(original, (ds, envs), steps, progress=False).mean(-1).double()
@@ -329,6 +330,7 @@ def train_vae(cfg: TrainVAEConfig) -> Path:
             dist.barrier(info)
             norm_sha = io.sha256_file(norm_path)
         values = torch.cat([t.reshape(t.shape[0], -1) for t in normalizer.normalize(tokens).groups], 1).to(device)
+        normalizer = normalizer.to(device)  # denormalize() runs every step
 
         ds = _open_dataset(cfg, zoo)
         try:

@@ -132,5 +132,7 @@ def test_bad_input(rng):
         ragged_proj(v, w, lay.node_offset.int(), *_args(lay)[1:])
     with pytest.raises(ValueError, match="bias: expected shape"):
         ragged_proj(v, w, *_args(lay), torch.zeros(2, 3))
+    with pytest.raises(TypeError, match="the triton backend takes float32 tensors, got float64"):
+        ragged_proj(v.double(), w.double(), *_args(lay), backend="triton")
     with pytest.raises(ValueError, match="num_values"):
         ragged_unproj(t["h"], w, *_args(lay), -1)

@@ -101,7 +101,7 @@ def node_attention(q, k, v, *, backend: str = "auto") -> torch.Tensor:
     """softmax(q k^T / sqrt(dh)) v over the N nodes of each of B experts and H heads.
 
     Args:
-        q, k, v: [B, H, N, dh], same dtype (float32/float64; float16/bfloat16 on GPU) and device.
+        q, k, v: [B, H, N, dh], same dtype and device (float32 for triton; any float dtype for torch).
     Returns:
         [B, H, N, dh].
     """
@@ -118,6 +118,8 @@ def node_attention(q, k, v, *, backend: str = "auto") -> torch.Tensor:
         # which materialises the [N, N] probabilities; the custom op stays for opcheck / torch.compile.
         with nvtx_range("kernel/node_attention"):
             return reference.node_attention(q, k, v)
-    if q.dtype == torch.float64:
-        raise TypeError("q: the triton backend of node_attention supports float32/float16/bfloat16, got float64")
+    if q.dtype != torch.float32:  # the kernels accumulate and dot in fp32 (TF32 when torch allows it)
+        raise TypeError(
+            f"q: the triton backend of node_attention takes float32, got {str(q.dtype).removeprefix('torch.')}"
+        )
     return _attention_op(q, k, v, resolved)[0]

@@ -208,6 +208,13 @@ def _check_float(t, name: str, ndim: int, like: torch.Tensor | None = None) -> t
     return t
 
 
+def _check_backend(op: _backend.HotOp, backend: str, t: torch.Tensor) -> None:
+    if op.resolve(backend, t.device.type) == "triton" and t.dtype != torch.float32:
+        raise TypeError(
+            f"{op.name}: the triton backend takes float32 tensors, got {str(t.dtype).removeprefix('torch.')}"
+        )
+
+
 def ragged_proj(
     values,
     weight,
@@ -238,7 +245,7 @@ def ragged_proj(
         bias = _check_float(bias, "bias", 2, values)
         if tuple(bias.shape) != (gn[-1], weight.shape[1]):
             raise ValueError(f"bias: expected shape {(gn[-1], weight.shape[1])}, got {tuple(bias.shape)}")
-    PROJ.resolve(backend, values.device.type)  # raise a clear error before entering the custom op
+    _check_backend(PROJ, backend, values)  # a clear error before entering the custom op
     return _proj_op(values, weight, node_offset.contiguous(), gn, gf, bias, backend)
 
 
@@ -275,7 +282,7 @@ def ragged_unproj(
         bias = _check_float(bias, "bias", 1, h)
         if bias.shape[0] != gf[-1]:
             raise ValueError(f"bias: expected shape ({gf[-1]},), got {tuple(bias.shape)}")
-    UNPROJ.resolve(backend, h.device.type)
+    _check_backend(UNPROJ, backend, h)
     return _unproj_op(h, weight, node_offset.contiguous(), gn, gf, num_values, bias, backend)
 
 
