@@ -12,8 +12,9 @@ endpoint variant (one environment parameter, the paper's construction): the zoo 
     highest-parameter seen environments (averaged when there are several per environment) are the
     endpoints; Δ+ = (Δ_hi + Δ_lo) / 2, Δ- = (Δ_hi - Δ_lo) / 2, so α = -1 / +1 recover the endpoints.
 principal variant (P >= 2 parameters, e.g. Navier–Stokes (A, s), cylinder flow (Re, r)): no single
-    endpoint pair spans the family, so Δ+ = mean_i Δ_i and Δ-_d are the top-P principal directions of the
-    centred updates, scaled so the zoo's coordinates have unit variance.
+    endpoint pair spans the family, so, over the seen environments' mean updates Δ_e, Δ+ = mean_e Δ_e and
+    Δ-_d are the top-P principal directions of the centred Δ_e, scaled so the environments' coordinates
+    have unit variance.
 
 Search (``common.grid_search``): a grid of ``search_points`` per coordinate over the zoo's coordinate range
 extended by half its span on each side (CCM's gains are largest in extrapolation), then a grid of the same
@@ -43,9 +44,9 @@ NAMES = ("ccm",)
 
 
 def _flat(stacked: Stacked) -> torch.Tensor:
-    """``{key: [E, ...]}`` -> real ``[E, n_params]`` (complex tensors as (real, imag) pairs)."""
+    """``{key: [E, ...]}`` -> real float32 ``[E, n_params]`` (complex tensors as (real, imag) pairs)."""
     parts = [torch.view_as_real(v) if v.is_complex() else v for v in stacked.values()]
-    return torch.cat([p.reshape(p.shape[0], -1).double() for p in parts], dim=1)
+    return torch.cat([p.reshape(p.shape[0], -1).float() for p in parts], dim=1)
 
 
 def _unflat(flat: torch.Tensor, like: Stacked) -> Stacked:
@@ -54,8 +55,7 @@ def _unflat(flat: torch.Tensor, like: Stacked) -> Stacked:
         real_shape = (*v.shape[1:], 2) if v.is_complex() else v.shape[1:]
         n = int(torch.Size(real_shape).numel())
         chunk = flat[:, i : i + n].reshape(flat.shape[0], *real_shape)
-        real_dtype = v.real.dtype if v.is_complex() else v.dtype
-        chunk = chunk.to(real_dtype).contiguous()
+        chunk = chunk.to(v.real.dtype if v.is_complex() else v.dtype).contiguous()
         out[key] = torch.view_as_complex(chunk) if v.is_complex() else chunk
         i += n
     return out
@@ -70,21 +70,26 @@ def endpoint_basis(anchor: Stacked, low: Stacked, high: Stacked) -> tuple[Stacke
 
 
 def principal_basis(anchor: Stacked, zoo: Stacked, n_dirs: int) -> tuple[Stacked, torch.Tensor]:
-    """Basis ``[θ0 + Δ+, Δ-_1..Δ-_D]`` from the principal directions of the zoo's updates, and the zoo
-    experts' coordinates ``[N, D]`` (unit variance per direction)."""
-    delta = _flat(zoo) - _flat(anchor)  # [N, n_params]
+    """Basis ``[θ0 + Δ+, Δ-_1..Δ-_D]`` from the principal directions of the updates ``zoo - anchor`` (one row
+    per environment: pass per-environment means), and the rows' coordinates ``[M, D]`` (unit variance).
+
+    The directions come from the M x M Gram matrix of the centred updates (M environments << parameters):
+    with ``G = U Λ U^T``, direction d is ``U[:, d]^T (Δ - Δ+) / sqrt(M)`` and row m's coordinate
+    ``sqrt(M) U[m, d]``, so ``Δ_m = Δ+ + Σ_d coord[m, d] dir_d`` exactly when D spans the updates.
+    """
+    delta = _flat(zoo) - _flat(anchor)  # [M, n_params]
+    m = delta.shape[0]
+    if m < 2:
+        raise ValueError(f"ccm: the principal variant needs >= 2 environments in the zoo, got {m}")
+    n_dirs = min(n_dirs, m - 1)
     plus = delta.mean(0, keepdim=True)
     centred = delta - plus
-    n = delta.shape[0]
-    n_dirs = min(n_dirs, n - 1) if n > 1 else 0
-    if n_dirs < 1:
-        raise ValueError(f"ccm: the principal variant needs >= 2 zoo experts, got {n}")
-    u, s, vh = torch.linalg.svd(centred, full_matrices=False)
-    scale = s[:n_dirs] / n**0.5
-    dirs = vh[:n_dirs] * scale[:, None]
-    coords = u[:, :n_dirs] * n**0.5
-    flat = torch.cat([_flat(anchor) + plus, dirs])
-    return _unflat(flat, anchor), coords.float()
+    gram = centred.double() @ centred.double().T
+    evals, evecs = torch.linalg.eigh(gram)
+    u = evecs[:, evals.argsort(descending=True)[:n_dirs]]  # [M, D]
+    dirs = (u.T @ centred.double()) / m**0.5
+    flat = torch.cat([_flat(anchor) + plus, dirs.float()])
+    return _unflat(flat, anchor), (u * m**0.5).float()
 
 
 def search_alpha(
@@ -122,7 +127,9 @@ def ccm_basis(ctx: Context) -> tuple[Stacked, torch.Tensor, str]:
             anchor, {k: v[low] for k, v in stacked.items()}, {k: v[high] for k, v in stacked.items()}
         )
         return basis, coords, "endpoint"
-    basis, coords = principal_basis(anchor, stacked, zoo.params.shape[1])
+    envs = zoo.env_index.unique()
+    means = {k: torch.stack([v[zoo.env_index == e].mean(0) for e in envs]) for k, v in stacked.items()}
+    basis, coords = principal_basis(anchor, means, zoo.params.shape[1])
     return basis, coords, "principal"
 
 
