@@ -130,10 +130,17 @@ def verdict(doc: dict) -> list[str]:
                 f"  - vs One-per-Env (upper reference, RMSE {ref:.4f}): {gap:+.1f}% RMSE; "
                 f"DynaDiff lower on {wins} of {n} environments."
             )
-        by_split = methods[DYNADIFF][d].get("by_split", {})
-        if len(by_split) > 1:
-            parts = [f"{s}: {v['rmse']['mean']:.4f}" for s, v in by_split.items()]
-            lines.append(f"  - DynaDiff RMSE by sub-split: {', '.join(parts)}.")
+        for sub, v in methods[DYNADIFF][d].get("by_split", {}).items():
+            if len(methods[DYNADIFF][d]["by_split"]) < 2:
+                break
+            others = sorted(
+                (methods[k][d]["by_split"][sub]["rmse"]["mean"], k) for k in rivals if _ok(methods[k].get(d))
+            )
+            ours_sub = v["rmse"]["mean"]
+            if others:
+                r, k = others[0]
+                word = "wins" if ours_sub < r else "loses"
+                lines.append(f"  - {sub}: DynaDiff RMSE {ours_sub:.4f} vs best baseline {k} {r:.4f}: DynaDiff {word}.")
         none = _rmse(doc, "dynadiff_none", d)
         for c in CONTROLS:
             rc = _rmse(doc, c, d)

@@ -81,6 +81,7 @@ def test_report_states_wins_and_losses(evaluated):
     for d in DOMAINS:
         assert f"**{d}**" in text
     assert "LOSES to" in text  # the stand-in DynaDiff is the base model: CCM and the retrieval beat it
+    assert "unseen_out: DynaDiff RMSE" in text and "vs best baseline ccm" in text
 
 
 def test_figures_are_readable_pngs(evaluated):
