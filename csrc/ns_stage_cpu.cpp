@@ -35,13 +35,23 @@ constexpr int64_t kMaxFields = 8;
 // `out` as half spectra [n, C, H, Wr], or packed: pairs (a, b) as conj(a + i b) / (H W) on the full
 // [n, C/2, H, W] grid, the mirror mode -k written from +k (X(-k) = conj X(k)).
 template <typename T>
-void ns_stage_impl(int stage, const T* q, const T* v, const T* acc, const T* decay, const T* kx, const T* ky,
-                   const T* mask, T dt, const T* forcing, bool velocity, bool packed, int64_t n, int64_t F,
-                   int64_t H, int64_t Wr, int64_t W, int64_t decay_bstride, int64_t forcing_bstride, T* acc_out,
-                   T* out) {
+struct StageArgs {
+  const T *q, *v, *acc, *decay, *kx, *ky, *mask;
+  T dt;
+  const T* forcing;  // nullptr: no forcing
+  int64_t n, F, H, Wr, W, decay_bstride, forcing_bstride;
+  T *acc_out, *out;
+};
+
+// Stage, velocity and layout are template parameters so each of the 16 variants compiles to a
+// branch-free inner loop.
+template <typename T, int STAGE, bool VELOCITY, bool PACKED>
+void ns_stage_impl(const StageArgs<T>& args) {
+  const auto [q, v, acc, decay, kx, ky, mask, dt, forcing, n, F, H, Wr, W, decay_bstride, forcing_bstride, acc_out,
+              out] = args;
   const int64_t plane = H * Wr;
-  const int64_t C = velocity ? 4 : F;
-  const int64_t out_plane = packed ? H * W : plane;
+  const int64_t C = VELOCITY ? 4 : F;
+  const int64_t out_plane = PACKED ? H * W : plane;
   const T c2 = dt / 2, c3 = dt / 3, c6 = dt / 6, scale = T(1) / T(H * W);
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t row = 0; row < n; ++row) {
@@ -50,7 +60,7 @@ void ns_stage_impl(int stage, const T* q, const T* v, const T* acc, const T* dec
       const T* m_row = mask + h * Wr;
       const T kyh = ky[h];
       const int64_t h_mirror = (H - h) % H;
-      T* out_row = out + 2 * row * (packed ? C / 2 : C) * out_plane;
+      T* out_row = out + 2 * row * (PACKED ? C / 2 : C) * out_plane;
       for (int64_t w = 0; w < Wr; ++w) {
         const T E = E_row[w], m = m_row[w];
         Cplx<T> val[kMaxFields];  // the C output fields at this mode
@@ -66,14 +76,14 @@ void ns_stage_impl(int stage, const T* q, const T* v, const T* acc, const T* dec
           }
           const Cplx<T> s = load(v, i);
           T ar, ai, xr, xi;  // acc_out, next stage input
-          if (stage == 1) {
+          if constexpr (STAGE == 1) {
             ar = E * E * (s.re + c6 * N.re);
             ai = E * E * (s.im + c6 * N.im);
             xr = E * (s.re + c2 * N.re);
             xi = E * (s.im + c2 * N.im);
           } else {
             const Cplx<T> a = load(acc, i);
-            if (stage == 4) {
+            if constexpr (STAGE == 4) {
               ar = a.re + c6 * N.re;
               ai = a.im + c6 * N.im;
               xr = ar;
@@ -81,7 +91,7 @@ void ns_stage_impl(int stage, const T* q, const T* v, const T* acc, const T* dec
             } else {
               ar = a.re + c3 * E * N.re;
               ai = a.im + c3 * E * N.im;
-              if (stage == 2) {
+              if constexpr (STAGE == 2) {
                 xr = E * s.re + c2 * N.re;
                 xi = E * s.im + c2 * N.im;
               } else {
@@ -93,7 +103,7 @@ void ns_stage_impl(int stage, const T* q, const T* v, const T* acc, const T* dec
           store(acc_out, i, ar, ai);
           val[f] = {xr, xi};
         }
-        if (velocity) {
+        if constexpr (VELOCITY) {
           // (u, v, w_x, w_y) = (i ky psi, -i kx psi, i kx w, i ky w), psi = w / |k|^2 (F == 1).
           const T xr = val[0].re, xi = val[0].im, kxw = kx[w];
           const T k2 = kxw * kxw + kyh * kyh;
@@ -104,7 +114,7 @@ void ns_stage_impl(int stage, const T* q, const T* v, const T* acc, const T* dec
           val[2] = {-kxw * xi, kxw * xr};
           val[3] = {-kyh * xi, kyh * xr};
         }
-        if (!packed) {
+        if constexpr (!PACKED) {
           for (int64_t c = 0; c < C; ++c) store(out_row, c * plane + h * Wr + w, val[c].re, val[c].im);
           continue;
         }
@@ -118,6 +128,24 @@ void ns_stage_impl(int stage, const T* q, const T* v, const T* acc, const T* dec
         }
       }
     }
+  }
+}
+
+template <typename T, int STAGE>
+void ns_stage_layout(bool velocity, bool packed, const StageArgs<T>& a) {
+  if (velocity)
+    packed ? ns_stage_impl<T, STAGE, true, true>(a) : ns_stage_impl<T, STAGE, true, false>(a);
+  else
+    packed ? ns_stage_impl<T, STAGE, false, true>(a) : ns_stage_impl<T, STAGE, false, false>(a);
+}
+
+template <typename T>
+void ns_stage_dispatch(int stage, bool velocity, bool packed, const StageArgs<T>& a) {
+  switch (stage) {
+    case 1: return ns_stage_layout<T, 1>(velocity, packed, a);
+    case 2: return ns_stage_layout<T, 2>(velocity, packed, a);
+    case 3: return ns_stage_layout<T, 3>(velocity, packed, a);
+    default: return ns_stage_layout<T, 4>(velocity, packed, a);
   }
 }
 
@@ -187,17 +215,17 @@ void ns_stage_cpu(int stage, const TensorArg& q, const TensorArg& v, const Tenso
     forcing_bstride = fa.shape[0] == 1 ? 0 : F * H * Wr;
     fptr = fa.ptr;
   }
-  if (fp64) {
-    ns_stage_impl<double>(stage, q.data<double>(), v.data<double>(), acc.data<double>(), decay.data<double>(),
-                          kx.data<double>(), ky.data<double>(), mask.data<double>(), dt,
-                          reinterpret_cast<const double*>(fptr), velocity, packed, n, F, H, Wr, width, decay_bstride,
-                          forcing_bstride, acc_out.data<double>(), out.data<double>());
-  } else {
-    ns_stage_impl<float>(stage, q.data<float>(), v.data<float>(), acc.data<float>(), decay.data<float>(),
-                         kx.data<float>(), ky.data<float>(), mask.data<float>(), static_cast<float>(dt),
-                         reinterpret_cast<const float*>(fptr), velocity, packed, n, F, H, Wr, width, decay_bstride,
-                         forcing_bstride, acc_out.data<float>(), out.data<float>());
-  }
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    const StageArgs<T> a{q.data<T>(), v.data<T>(), acc.data<T>(), decay.data<T>(), kx.data<T>(), ky.data<T>(),
+                         mask.data<T>(), static_cast<T>(dt), reinterpret_cast<const T*>(fptr), n, F, H, Wr, width,
+                         decay_bstride, forcing_bstride, acc_out.data<T>(), out.data<T>()};
+    ns_stage_dispatch<T>(stage, velocity, packed, a);
+  };
+  if (fp64)
+    run(0.0);
+  else
+    run(0.0f);
 }
 
 // fields: real [n, 4, H, W] (u, v, w_x, w_y), or the complex [n, 2, H, W] packed form as its real view.
