@@ -119,9 +119,7 @@ def batched(cfg, stacked: Stacked):
     """A ``BatchedFNO`` (eval mode, its own trainable parameters) holding ``stacked`` weights ``{key: [E, ...]}``."""
     from dynadiff_fast.weightspace.batched_fno import BatchedFNO
 
-    n = next(iter(stacked.values())).shape[0]
-    dicts = [{k: v[e].detach().clone() for k, v in stacked.items()} for e in range(n)]
-    return BatchedFNO.from_state_dicts(cfg, dicts).eval()
+    return BatchedFNO(cfg, {k: v.detach().clone() for k, v in stacked.items()}).eval()
 
 
 def expert_rollout(experts, k: int = 1) -> RolloutFn:
@@ -172,7 +170,7 @@ def combine(stacked: Stacked, weights: torch.Tensor) -> Stacked:
     """
     out = {}
     for key, v in stacked.items():
-        out[key] = torch.einsum("me,e...->m...", weights.to(v.dtype), v)
+        out[key] = torch.einsum("me,e...->m...", weights.to(v.device, v.dtype), v)
     return out
 
 
@@ -230,10 +228,10 @@ def grid_search(
     if points < 2:
         raise ValueError(f"points: expected >= 2 grid points per axis, got {points}")
     cands = grid(lo, hi, points)
-    best = cands[shared(cands).argmin(1)]
+    best = cands[shared(cands).cpu().argmin(1)]
     cell = (hi - lo) / (points - 1)
     fine = torch.stack([grid(b - cell, b + cell, points) for b in best])  # [N, M2, D]
-    errs = paired(fine)
+    errs = paired(fine).cpu()
     pick = errs.argmin(1)
     rows = torch.arange(len(best))
     return fine[rows, pick], errs[rows, pick]

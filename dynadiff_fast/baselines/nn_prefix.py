@@ -13,8 +13,8 @@ NAMES = ("nn_prefix",)
 
 
 def select_nearest(experts, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of the best expert per environment ``[N]`` and the prefix errors ``[N, E]``."""
-    errors = prefix_rollout_errors(experts, obs)
+    """Index of the best expert per environment ``[N]`` and the prefix errors ``[N, E]`` (on the CPU)."""
+    errors = prefix_rollout_errors(experts, obs).cpu()
     return errors.argmin(dim=1), errors
 
 
