@@ -71,20 +71,28 @@ def rollout_panels(path: Path, truth: torch.Tensor, pred: torch.Tensor, method: 
     return _save(fig, path)
 
 
+def _colors(keys) -> dict:
+    """One distinct colour per method (tab20: the default cycle repeats after 10)."""
+    cmap = _plt().get_cmap("tab20")
+    return {k: cmap(i % 20) for i, k in enumerate(keys)}
+
+
 def error_vs_step(path: Path, doc: dict, domain: str) -> Path:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = _colors(doc["methods"])
     for key, per in doc["methods"].items():
         e = per.get(domain)
         if e and "error" not in e:
             curve = e["curve_rmse"]
             style = "-" if key.startswith("dynadiff") else "--"
-            ax.plot(range(1, len(curve) + 1), curve, style, label=key, lw=2 if key == "dynadiff_prefix" else 1)
+            lw = 2.5 if key == "dynadiff_prefix" else 1.2
+            ax.plot(range(1, len(curve) + 1), curve, style, color=colors[key], label=key, lw=lw)
     ax.set_xlabel("rollout step")
     ax.set_ylabel("RMSE (standardised)")
     ax.set_yscale("log")
     ax.set_title(f"{doc['system']}: {domain}")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
@@ -105,14 +113,14 @@ def env_errors(path: Path, doc: dict) -> Path:
     plt = _plt()
     names = doc["param_names"]
     if len(names) == 1:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        colors = _colors(doc["methods"])
         for key in doc["methods"]:
             p, r, s = _per_env(doc, key)
             if p:
                 order = sorted(range(len(p)), key=lambda i: p[i][0])
-                ax.plot(
-                    [p[i][0] for i in order], [r[i] for i in order], "o-" if key.startswith("dyn") else ".--", label=key
-                )
+                xs, ys = [p[i][0] for i in order], [r[i] for i in order]
+                ax.plot(xs, ys, "o-" if key.startswith("dyn") else ".--", color=colors[key], label=key)
         p, r, s = _per_env(doc, PREFERRED[0])
         seen = [p[i][0] for i in range(len(p)) if s[i] == "seen"]
         for x in seen:
@@ -121,7 +129,7 @@ def env_errors(path: Path, doc: dict) -> Path:
         ax.set_ylabel("RMSE")
         ax.set_yscale("log")
         ax.set_title("per-environment RMSE (green: seen environments)")
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         return _save(fig, path)
     # 2-D parameter grids: the paper's Figure 4 (SSIM of DynaDiff, of One-per-Env, and their difference)
     keys = [k for k in ("dynadiff_prefix", "one_per_env") if _per_env(doc, k)[0]]
