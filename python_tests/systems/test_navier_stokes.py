@@ -135,3 +135,27 @@ def test_fixed_step_beyond_cfl_names_the_trajectory():
         torch.tensor([[0.1, 0.0], [0.1, 0.0]]), initial=w0, n_frames=1
     )
     assert torch.isfinite(traj).all()
+
+
+def test_non_finite_state_mid_run_names_the_trajectory(monkeypatch):
+    """A state that turns NaN mid-run (here injected into row 2's stage output) stops the run with
+    SolverInstability naming that trajectory and its parameters, never a silent NaN trajectory."""
+    from dynadiff_fast.ops import ns_stage as ops
+
+    bind = ops.bind
+
+    def poisoned(backend, device_type):
+        stage_fn, advection_fn = bind(backend, device_type)
+
+        def stage(*args):
+            acc, nxt = stage_fn(*args)
+            acc[2] = float("nan")
+            return acc, nxt
+
+        return stage, advection_fn
+
+    monkeypatch.setattr(ops, "bind", poisoned)
+    s = get_system("navier_stokes", resolution=16, dt_frame=0.05)
+    p = torch.tensor([[0.1, 0.0], [0.2, 0.1], [0.3, 0.2]])
+    with pytest.raises(SolverInstability, match=r"trajectory 2 \(\{'A': 0\.3.*non-finite"):
+        s.simulate(p, initial=s.random_initial(3), n_frames=2)
