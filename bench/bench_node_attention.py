@@ -10,8 +10,8 @@ nodes. Two ways to run the projection:
                reads E N f_max + G f_max D values (the usual way to batch ragged tokens)
 
 followed by the same node attention (4 N^2 D FLOPs per expert). Times are medians of a few runs, forward
-(+ backward where said), one thread by default; peak memory is the increase of a fresh process's max RSS
-(CPU) or ``torch.cuda.max_memory_allocated`` (GPU). The bytes/FLOP model and the H100 roofline time
+(+ backward where said), one thread by default; peak memory is the peak of live tensor bytes while the
+inputs are built and one forward step runs (tracked op by op, the same on CPU and GPU). The bytes/FLOP model and the H100 roofline time
 (3.35 TB/s HBM, ~67 TFLOP/s FP32 CUDA-core, ~495 TFLOP/s TF32 tensor-core) are printed beside them.
 
     python bench/bench_node_attention.py [--threads 1] [--experts 1] [--d-model 1024] [--backward]
@@ -20,12 +20,13 @@ followed by the same node attention (4 N^2 D FLOPs per expert). Times are median
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
 import statistics
 import time
+import weakref
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from dynadiff_fast.experts.configs import expert_config
 from dynadiff_fast.ops.node_attention import node_attention
@@ -96,37 +97,43 @@ def timed(step, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+class LiveBytes(TorchDispatchMode):
+    """Peak bytes of live tensor storages created under it (CPU or GPU): every op output is counted once
+    per storage until the last Python tensor viewing that storage is freed."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self.refs: dict[int, list[int]] = {}  # storage data_ptr -> [tensors alive, bytes]
+
+    def _release(self, key: int) -> None:
+        ref = self.refs[key]
+        ref[0] -= 1
+        if ref[0] == 0:
+            self.live -= ref[1]
+            del self.refs[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes():
+                key = t.untyped_storage().data_ptr()
+                if key not in self.refs:
+                    self.refs[key] = [0, t.untyped_storage().nbytes()]
+                    self.live += self.refs[key][1]
+                    self.peak = max(self.peak, self.live)
+                self.refs[key][0] += 1
+                weakref.finalize(t, self._release, key)
+        return out
 
 
-def _peak_child(args, queue) -> None:
-    torch.set_num_threads(args[-1])
-    name, E, D, heads, device, pad, backward, attn = args[:-1]
-    run("kolmogorov_tiny", 1, 16, 2, device, pad, backward, attn)()  # load every library first: tiny peak
-    before = max(_rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    run(*args[:-1])()
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
-
-
-def peak_bytes(args: tuple, device: str, threads: int) -> float:
-    """Peak extra memory of one step: a fresh process's max-RSS increase over its state after a tiny warm-up
-    call (CPU), or the CUDA allocator's peak."""
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        run(*args)()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    p = ctx.Process(target=_peak_child, args=((*args, threads), queue))
-    p.start()
-    out = queue.get()
-    p.join()
-    return out
+def peak_bytes(args: tuple) -> int:
+    """Peak live tensor bytes of building the inputs and running one forward step (no autograd: tensors the
+    autograd graph keeps have no Python owner to track)."""
+    name, E, D, heads, device, pad, _, attn = args
+    with torch.no_grad(), LiveBytes() as mem:
+        run(name, E, D, heads, device, pad, False, attn)()
+    return mem.peak
 
 
 def model(lay: RaggedLayout, E: int, D: int, pad: bool) -> tuple[float, float]:
@@ -168,14 +175,14 @@ def main() -> None:
                 label = ("pad-to-max" if pad else "ragged") + (" + attention" if attn else "")
                 call = (name, E, D, args.heads, device, pad, args.backward, attn)
                 t = timed(run(*call), device, args.repeats)
-                mem = float("nan") if args.no_memory else peak_bytes(call, device, args.threads)
+                mem = float("nan") if args.no_memory else peak_bytes(call)
                 rows[label] = (t, mem)
                 flops, nbytes = model(lay, E, D, pad)
                 roof = max(flops / FP32_FLOPS, nbytes / HBM_BPS)
                 roof_tf32 = max(flops / TF32_FLOPS, nbytes / HBM_BPS)
                 extra = "" if attn else (f"   proj model {flops / 1e9:.2f} GFLOP, {nbytes / 1e6:.1f} MB, "
                                          f"H100 roofline fwd {roof * 1e6:.0f} us FP32 / {roof_tf32 * 1e6:.0f} us TF32")  # fmt: skip
-                print(f"  {label:<26} {t * 1e3:9.2f} ms   peak +{mem / 2**20:8.1f} MiB{extra}")
+                print(f"  {label:<26} {t * 1e3:9.2f} ms   peak {mem / 2**20:8.1f} MiB{extra}")
         for attn in ("", " + attention"):
             (tr, mr), (tp, mp_) = rows["ragged" + attn], rows["pad-to-max" + attn]
             print(f"  ratio pad-to-max / ragged{attn}: time {tp / tr:.2f}x, peak memory {mp_ / mr:.2f}x")

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -218,6 +219,9 @@ def test_train_vae_reconstructs_experts_better_than_the_base(zoo_dir, tmp_path):
     zoo = Zoo.open(zoo_dir)
     vae, graph, normalizer, meta2 = load_vae(out, zoo)
     assert meta2["step"] == 120 and not vae.training
+    other = types.SimpleNamespace(config=dataclasses.replace(zoo.config, n_modes=(6, 6)), root="other")
+    with pytest.raises(ValueError, match="zoo other: weight-graph layout mismatch at layer 2: .*fno_blocks.convs.0"):
+        load_vae(out, other)
     # Relative quality bar: the decoded experts' rollout error is closer to the originals' than the base
     # model's is (the base is what every expert was fine-tuned from: the no-information reconstruction).
     from dynadiff_fast.data import EnvDataset
