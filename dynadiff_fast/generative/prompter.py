@@ -18,6 +18,11 @@ with resolution), truncated to the lowest ``spectral_modes`` modes per axis (bot
 last, whose negative half is redundant for a real field), real and imaginary parts stacked and flattened,
 standardised per feature (fitted like the explicit stats), then a GRU over frames; its last hidden state is the
 implicit prompt. Truncation keeps the GRU input at ``2 * C * (2m) * m`` numbers instead of ``2 * C * H * W``.
+Beyond App. G (``transfer=True``, the default; ``False`` is the paper's exact branch): each GRU step also gets the
+per-mode one-step transfer ratio ``s_t conj(s_{t-1}) / |s_{t-1}|^2``, the Fourier multiplier of the step for
+mode-wise dynamics (what an FNO expert's spectral weights encode). It does not depend on the initial state, so
+the prompter need not learn a product of two frames from a few trajectories (e.g. advection speed is invisible to
+the explicit statistics and only in spectral phases).
 
 Prompt = concat(explicit, implicit) of size ``8 + gru_hidden``. ``aux_head`` regresses the (standardised)
 environment parameters from it: the auxiliary loss ``L_aux`` of Sec. 3.3.
@@ -52,6 +57,7 @@ class PrompterConfig:
     gru_hidden: int = field(default=64, metadata={"help": "GRU hidden size (implicit prompt length)"})
     gru_layers: int = field(default=1, metadata={"help": "stacked GRU layers"})
     spectral_modes: int = field(default=8, metadata={"help": "lowest Fourier modes kept per axis (0: all)"})
+    transfer: bool = field(default=True, metadata={"help": "also feed the GRU per-mode one-step transfer ratios"})
 
     def __post_init__(self) -> None:
         if self.gru_hidden < 1 or self.gru_layers < 1 or self.spectral_modes < 0:
@@ -105,18 +111,37 @@ def explicit_features(obs: torch.Tensor, lengths: torch.Tensor | None = None, n_
     return torch.stack([temporal_mean, trend], dim=-1).reshape(N, N_EXPLICIT)
 
 
-def spectral_features(x: torch.Tensor, n_spatial: int = 2, modes: int = 0) -> torch.Tensor:
-    """App. G.2 spectra: frames ``[..., C, *spatial]`` -> ``[..., F]`` (low modes, real/imag stacked, flattened)."""
+def low_modes(x: torch.Tensor, n_spatial: int = 2, modes: int = 0) -> torch.Tensor:
+    """Complex low-mode spectrum of frames ``[..., C, *spatial]`` -> ``[..., C, *kept]`` (``modes = 0``: all)."""
     x = _as_field(x, n_spatial)
-    k = max(n_spatial, 1)
-    dims = tuple(range(-k, 0))
+    dims = tuple(range(-max(n_spatial, 1), 0))
     s = torch.fft.rfftn(x, dim=dims, norm="forward")
     if modes > 0:
         for d in dims[:-1]:
             if s.shape[d] > 2 * modes:
                 s = torch.cat([s.narrow(d, 0, modes), s.narrow(d, s.shape[d] - modes, modes)], dim=d)
         s = s.narrow(dims[-1], 0, min(modes, s.shape[dims[-1]]))
-    return torch.view_as_real(s).flatten(-k - 2)
+    return s
+
+
+def spectral_features(x: torch.Tensor, n_spatial: int = 2, modes: int = 0) -> torch.Tensor:
+    """App. G.2 spectra: frames ``[..., C, *spatial]`` -> ``[..., F]`` (low modes, real/imag stacked, flattened)."""
+    return torch.view_as_real(low_modes(x, n_spatial, modes)).flatten(-max(n_spatial, 1) - 2)
+
+
+def transfer_features(obs: torch.Tensor, n_spatial: int = 2, modes: int = 0, rel_eps: float = 1e-2) -> torch.Tensor:
+    """Per-mode one-step transfer ``r_t = s_t conj(s_{t-1}) / (|s_{t-1}|^2 + eps)``: ``obs [N, L, C, *spatial]`` ->
+    ``[N, L, F]`` (real/imag stacked; ``r_0 = 0``). For dynamics that act mode-wise (diffusion, advection: what an
+    FNO's spectral weights encode) ``r_t`` *is* the Fourier multiplier of one step, independent of the initial
+    state; a GRU would otherwise have to learn this product of two frames. ``eps`` is ``rel_eps`` times the mean
+    mode energy of the frame, so empty modes give ~0 instead of noise."""
+    s = low_modes(obs, n_spatial, modes)  # [N, L, C, *kept]
+    prev, cur = s[:, :-1], s[:, 1:]
+    energy = prev.abs().square()
+    kept = tuple(range(3, s.dim()))
+    eps = rel_eps * energy.mean(kept, keepdim=True) + 1e-12
+    r = torch.cat([torch.zeros_like(s[:, :1]), cur * prev.conj() / (energy + eps)], dim=1)
+    return torch.view_as_real(r).flatten(2)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -131,7 +156,7 @@ class Prompter(nn.Module):
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.n_spatial = len(self.frame_shape) - 1
         self.n_params = int(n_params)
-        n_spec = spectral_features(torch.zeros(self.frame_shape), self.n_spatial, cfg.spectral_modes).numel()
+        n_spec = self.gru_inputs(torch.zeros(1, 1, *self.frame_shape)).shape[-1]
         self.gru = nn.GRU(n_spec, cfg.gru_hidden, num_layers=cfg.gru_layers, batch_first=True)
         self.aux_head = nn.Linear(self.prompt_dim, self.n_params)
         self.register_buffer("explicit_mean", torch.zeros(N_EXPLICIT))
@@ -162,7 +187,7 @@ class Prompter(nn.Module):
         lengths = self._lengths(obs, lengths)
         ex = explicit_features(obs.float(), lengths, self.n_spatial)
         mask = length_mask(lengths, obs.shape[1])
-        sp = spectral_features(obs.float(), self.n_spatial, self.cfg.spectral_modes)[mask]
+        sp = self.gru_inputs(obs.float())[mask]
         for name, feats in (("explicit", ex), ("spectral", sp)):
             mean, std = feats.mean(0), feats.std(0, unbiased=False)
             # A constant feature (e.g. the trend at L = 1, a zero mode) must not blow up: floor its std.
@@ -170,14 +195,20 @@ class Prompter(nn.Module):
             getattr(self, f"{name}_mean").copy_(mean)
             getattr(self, f"{name}_std").copy_(std)
 
+    def gru_inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        """Raw GRU inputs ``[N, L, F]``: low-mode spectra (+ transfer ratios when ``cfg.transfer``)."""
+        sp = spectral_features(obs, self.n_spatial, self.cfg.spectral_modes)
+        if not self.cfg.transfer:
+            return sp
+        return torch.cat([sp, transfer_features(obs, self.n_spatial, self.cfg.spectral_modes)], dim=-1)
+
     def explicit(self, obs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Standardised explicit prompt ``[N, 8]``."""
         return (explicit_features(obs, lengths, self.n_spatial) - self.explicit_mean) / self.explicit_std
 
     def implicit(self, obs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """GRU final hidden state over the standardised spectra ``[N, gru_hidden]``."""
-        s = spectral_features(obs, self.n_spatial, self.cfg.spectral_modes)
-        out, _ = self.gru((s - self.spectral_mean) / self.spectral_std)  # [N, L, hidden], causal in L
+        out, _ = self.gru((self.gru_inputs(obs) - self.spectral_mean) / self.spectral_std)  # [N, L, hidden], causal
         idx = (lengths - 1).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
         return out.gather(1, idx).squeeze(1)
 

@@ -9,7 +9,9 @@ from dynadiff_fast.generative.prompter import (
     PrompterConfig,
     explicit_features,
     frame_statistics,
+    low_modes,
     spectral_features,
+    transfer_features,
 )
 
 
@@ -56,6 +58,26 @@ def test_spectral_truncation_keeps_low_modes(rng):
     want = torch.cat([full[:, :4, :4], full[:, -4:, :4]], dim=1)
     torch.testing.assert_close(torch.complex(got[..., 0], got[..., 1]), want)
     assert spectral_features(x, modes=0).numel() == full.numel() * 2
+
+
+def test_transfer_features_recover_a_fourier_multiplier(rng):
+    # Mode-wise linear dynamics s_{t+1} = m * s_t: the transfer ratio is m itself, whatever the initial state.
+    x0 = torch.randn(2, 1, 8, 8, generator=rng, dtype=torch.float64)
+    m = torch.polar(
+        torch.rand(8, 5, generator=rng, dtype=torch.float64), torch.rand(8, 5, generator=rng, dtype=torch.float64)
+    )
+    s = [torch.fft.rfft2(x0)]
+    for _ in range(3):
+        s.append(s[-1] * m)
+    obs = torch.stack([torch.fft.irfft2(z, s=(8, 8)) for z in s], dim=1)  # [2, 4, 1, 8, 8]
+    r = transfer_features(obs, rel_eps=0.0).view(2, 4, 1, 8, 5, 2)
+    r = torch.complex(r[..., 0], r[..., 1])
+    assert r[:, 0].abs().max() == 0  # no previous frame
+    keep = low_modes(obs).abs()[:, :-1] > 1e-3  # the 1e-12 floor of the denominator is negligible there
+    keep[..., 0] = keep[..., -1] = False  # columns 0 and Nyquist: a real field forces Hermitian symmetry there
+    got = r[:, 1:][keep]
+    want = m.expand_as(r[:, 1:])[keep]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
 
 
 def make_prompter(frame_shape=(2, 8, 8), n_params=3, hidden=16, modes=3):
