@@ -369,12 +369,44 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 save(step, losses)
         bar.close()
+        if info.is_main:
+            quality = latent_quality(ema, z, rows, seed=cfg.seed)
+            io.write_json(out / "quality.json", {"step": step, **quality})
+            log.info("train dit: %s finished at step %d (losses %s; latent quality %s)", out, step,
+                     json.dumps(losses), json.dumps(quality["summary"]))  # fmt: skip
         dist.barrier(info)
     finally:
         dist.cleanup(info)
-    if info.is_main:
-        log.info("train dit: %s finished at step %d (losses %s)", out, step, json.dumps(losses))
     return out
+
+
+@torch.no_grad()
+def latent_quality(model: DynaDiffModel, z: torch.Tensor, rows: torch.Tensor, n: int = 4, steps: int = 20,
+                   seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """How well the (EMA) model generates each training environment's latents from its reference prompt.
+
+    Per environment: mean squared distance (standardised latent space) of ``n`` generated latents to the centroid
+    of that environment's zoo latents, divided by the distance of the zoo-wide mean (the best unconditional
+    guess) to that centroid. Below 1: the prompt steers generation towards the right environment."""
+    model.eval()
+    x = model.standardize_latent(z)
+    ratios = []
+    for r in range(model.reference_prompts.shape[0]):
+        own = x[(rows == r).to(x.device)]
+        if own.shape[0] == 0:
+            continue
+        centroid = own.mean(0)
+        g = torch.Generator().manual_seed(seed + r)
+        noise = torch.randn((n, *x.shape[1:]), generator=g).to(x.device)
+        gen = model.standardize_latent(model.sample_latents(model.reference_prompts[r : r + 1].expand(n, -1), noise,
+                                                            steps, generator=g))  # fmt: skip
+        d_gen = float((gen - centroid).square().mean())
+        d_mean = float((x.mean(0) - centroid).square().mean())
+        ratios.append(d_gen / max(d_mean, 1e-12))
+    t = torch.tensor(ratios)
+    return {"per_env_ratio": ratios,
+            "summary": {"ratio_mean": float(t.mean()), "ratio_max": float(t.max()), "envs_below_1": int((t < 1).sum()),
+                        "n_envs": len(ratios)}}  # fmt: skip
 
 
 def _truncate_log(path: Path, step: int) -> None:
