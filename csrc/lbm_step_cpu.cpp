@@ -35,9 +35,9 @@ void check_shape(const TensorArg& t, const char* name, std::initializer_list<int
 // pull is a fixed offset per population, so the loop is branch-light and vectorises over x. Same
 // rules as d2q9::pull_index + cell_update (bounce-back from solid sources, rest state in solids).
 // Loads are unconditional and the bounce-back choice a select, so the compiler if-converts the loop body.
-template <int kCollision>
+template <int kCollision, bool kSmagorinsky>
 void interior_row(const float* __restrict__ fin, float* __restrict__ fout, const uint8_t* __restrict__ solid,
-                  int y, float omega, float omega_minus, const lbm::StepArgs& a) {
+                  int y, float omega, const lbm::StepArgs& a) {
   const int64_t plane = static_cast<int64_t>(a.H) * a.W;
   const float* src[lbm::Q];
   const float* self[lbm::Q];
@@ -60,10 +60,7 @@ void interior_row(const float* __restrict__ fin, float* __restrict__ fout, const
       const float pulled = src[i][x], bounced = self[i][x];
       g[i] = src_solid[i][x] ? bounced : pulled;
     }
-    if (kCollision == lbm::BGK)
-      lbm::collide_bgk(g, omega);
-    else
-      lbm::collide_trt(g, omega, omega_minus);
+    lbm::collide<kCollision, kSmagorinsky>(g, omega, a);
     DD_UNROLL
     for (int i = 0; i < lbm::Q; ++i) out[i * plane + x] = g[i];
   }
@@ -75,28 +72,28 @@ void interior_row(const float* __restrict__ fin, float* __restrict__ fout, const
 
 // One step for every environment: fin -> fout.
 void step(const float* fin, float* fout, const uint8_t* solid, const float* omega, const float* u_in, int64_t n,
-          const lbm::StepArgs& a, float magic) {
+          const lbm::StepArgs& a) {
   const int64_t plane = static_cast<int64_t>(a.H) * a.W;
   const bool wrap_y = a.y_boundary == lbm::Y_PERIODIC;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t e = 0; e < n; ++e) {
     for (int y = 0; y < a.H; ++y) {
       const float w = omega[e];
-      const float wm = lbm::trt_omega_minus(w, magic);
       const float* fe = fin + e * lbm::Q * plane;
       float* fo = fout + e * lbm::Q * plane;
       const uint8_t* se = solid + e * plane;
       const float* ue = u_in + e * a.H;
       const bool fast = a.W >= 3 && (wrap_y || (y > 0 && y < a.H - 1));
       if (fast) {
+        const bool les = a.smagorinsky2 > 0.0f;
         if (a.collision == lbm::BGK)
-          interior_row<lbm::BGK>(fe, fo, se, y, w, wm, a);
+          les ? interior_row<lbm::BGK, true>(fe, fo, se, y, w, a) : interior_row<lbm::BGK, false>(fe, fo, se, y, w, a);
         else
-          interior_row<lbm::TRT>(fe, fo, se, y, w, wm, a);
-        lbm::cell_update(fe, fo, se, ue, 0, y, w, wm, a);
-        lbm::cell_update(fe, fo, se, ue, a.W - 1, y, w, wm, a);
+          les ? interior_row<lbm::TRT, true>(fe, fo, se, y, w, a) : interior_row<lbm::TRT, false>(fe, fo, se, y, w, a);
+        lbm::cell_update(fe, fo, se, ue, 0, y, w, a);
+        lbm::cell_update(fe, fo, se, ue, a.W - 1, y, w, a);
       } else {
-        for (int x = 0; x < a.W; ++x) lbm::cell_update(fe, fo, se, ue, x, y, w, wm, a);
+        for (int x = 0; x < a.W; ++x) lbm::cell_update(fe, fo, se, ue, x, y, w, a);
       }
     }
   }
@@ -125,17 +122,18 @@ namespace {
 // first write goes to whichever buffer makes the last one land in `out`; `f` is never written.
 void lbm_step_cpu(const TensorArg& f, const TensorArg& out, const TensorArg& scratch, const TensorArg& solid,
                   const TensorArg& omega, const TensorArg& u_in, int64_t steps, int64_t x_boundary,
-                  int64_t y_boundary, int64_t collision, double magic) {
+                  int64_t y_boundary, int64_t collision, double magic, double smagorinsky) {
   DYNADIFF_NVTX_RANGE("kernel/lbm_step");
   dynadiff::check_lbm_step_args(f, out, scratch, solid, omega, u_in, steps);
   const int64_t n = f.shape[0], H = f.shape[2], W = f.shape[3];
   const lbm::StepArgs a{static_cast<int>(H), static_cast<int>(W), static_cast<int>(x_boundary),
-                        static_cast<int>(y_boundary), static_cast<int>(collision)};
+                        static_cast<int>(y_boundary), static_cast<int>(collision), static_cast<float>(magic),
+                        static_cast<float>(smagorinsky * smagorinsky)};
   const float* src = f.data<float>();
   float* bufs[2] = {out.data<float>(), scratch.data<float>()};
   for (int64_t s = 0; s < steps; ++s) {
     float* dst = bufs[(steps - 1 - s) % 2];
-    step(src, dst, solid.data<uint8_t>(), omega.data<float>(), u_in.data<float>(), n, a, static_cast<float>(magic));
+    step(src, dst, solid.data<uint8_t>(), omega.data<float>(), u_in.data<float>(), n, a);
     src = dst;
   }
 }
@@ -147,5 +145,5 @@ DYNADIFF_BIND(lbm_step_cpu) {
         "Fused D2Q9 stream+collide (pull) steps: f [n,9,H,W] -> out, per-env omega [n] and solid mask [n,H,W]",
         pybind11::arg("f"), pybind11::arg("out"), pybind11::arg("scratch"), pybind11::arg("solid"),
         pybind11::arg("omega"), pybind11::arg("u_in"), pybind11::arg("steps"), pybind11::arg("x_boundary"),
-        pybind11::arg("y_boundary"), pybind11::arg("collision"), pybind11::arg("magic"));
+        pybind11::arg("y_boundary"), pybind11::arg("collision"), pybind11::arg("magic"), pybind11::arg("smagorinsky"));
 }

@@ -5,18 +5,19 @@
 // Layout: one environment is a [9, H, W] slab of post-collision populations (x along W = flow
 // direction, y along H). One fused step of the pull scheme, for cell (x, y):
 //   1. pull   g_i(x, y) = f_i(x - c_ix, y - c_iy), with the boundary rules:
-//        x periodic | inflow/outflow: source x clamped to [0, W-1] (zero-gradient outlet; the inlet
-//                     column is overwritten below, so what it pulls from x = -1 is never used)
+//        x periodic | inflow/outflow: source x clamped to [0, W-1] (zero-gradient outlet; what the inlet
+//                     column pulls from x = -1 is replaced in 2.)
 //        y periodic | no-slip walls: halfway bounce-back g_i = f_opp(i)(x, y)
 //                   | free-slip walls: specular reflection g_i = f_mirror(i)(x - c_ix, y)
 //        solid source cell (cylinder): halfway bounce-back g_i = f_opp(i)(x, y)
-//   2. update  solid cell      -> rest equilibrium w_i (never read by fluid cells; u = 0 there)
-//              inlet (x = 0)   -> f_eq(rho, u_in[y], 0) with the Zou-He density from the known populations
-//                                 rho = (g0 + g2 + g4 + 2 (g3 + g6 + g7)) / (1 - u_in)
+//   2. inlet (x = 0): Zou-He velocity boundary, the unknown g1, g5, g8 set so that the cell has velocity
+//      (u_in[y], 0) (zou_he_inlet below); then
+//   3. update  solid cell      -> rest equilibrium w_i (never read by fluid cells; u = 0 there)
 //              fluid           -> BGK  f = g - omega (g - f_eq)            or
 //                                 TRT  f = g - omega+ (g+ - f_eq+) - omega- (g- - f_eq-)
 //   with f_eq_i = w_i rho (1 + 3 c_i.u + 4.5 (c_i.u)^2 - 1.5 u.u), nu = (1/omega - 1/2) / 3.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "hd.h"
@@ -96,43 +97,69 @@ DD_HD float equilibrium(int i, float rho, float ux, float uy) {
   return weight(i) * rho * (1.0f + 3.0f * cu + 4.5f * cu * cu - 1.5f * (ux * ux + uy * uy));
 }
 
-// Relax the pulled populations g in place. BGK: one rate omega for every moment.
-DD_HD void collide_bgk(float g[Q], float omega) {
-  float rho, ux, uy;
-  moments(g, rho, ux, uy);
-DD_UNROLL
-  for (int i = 0; i < Q; ++i) g[i] -= omega * (g[i] - equilibrium(i, rho, ux, uy));
+// Smagorinsky eddy viscosity (Hou et al. 1996): the relaxation time grows with the local
+// non-equilibrium momentum flux |Pi| = sqrt(Pi:Pi), Pi = sum_i c_i c_i (g_i - f_eq_i), as
+// tau = (tau0 + sqrt(tau0^2 + 18 sqrt(2) C^2 |Pi| / rho)) / 2.
+DD_HD float smagorinsky_omega(const float g[Q], const float feq[Q], float rho, float omega, float c2) {
+  float pxx = 0.0f, pyy = 0.0f, pxy = 0.0f;
+  DD_UNROLL
+  for (int i = 0; i < Q; ++i) {
+    const float neq = g[i] - feq[i];
+    pxx += cx(i) * cx(i) * neq;
+    pyy += cy(i) * cy(i) * neq;
+    pxy += cx(i) * cy(i) * neq;
+  }
+  const float pi = sqrtf(pxx * pxx + pyy * pyy + 2.0f * pxy * pxy);
+  const float tau0 = 1.0f / omega;
+  return 2.0f / (tau0 + sqrtf(tau0 * tau0 + 25.455844f * c2 * pi / rho));  // 25.455844 = 18 sqrt(2)
 }
 
-// TRT: even (symmetric) parts relax with omega+ = omega (sets nu), odd parts with omega-.
-DD_HD void collide_trt(float g[Q], float omega, float omega_minus) {
-  float rho, ux, uy;
+struct StepArgs {
+  int H, W;
+  int x_boundary, y_boundary, collision;
+  float magic;         // TRT Lambda
+  float smagorinsky2;  // C^2 of the Smagorinsky model (0: plain BGK/TRT)
+};
+
+// Relax the pulled populations g in place with the environment's rate omega (= omega+ for TRT).
+// BGK: every moment relaxes with omega. TRT: even (symmetric) parts with omega, odd parts with
+// omega- = trt_omega_minus(omega, Lambda). Both use the Smagorinsky-adjusted omega when C > 0.
+// (Template flags, so a vectorised CPU loop over cells carries no branch.)
+template <int kCollision, bool kSmagorinsky>
+DD_HD void collide(float g[Q], float omega, const StepArgs& a) {
+  float rho, ux, uy, feq[Q];
   moments(g, rho, ux, uy);
-  float feq[Q], out[Q];
-DD_UNROLL
+  DD_UNROLL
   for (int i = 0; i < Q; ++i) feq[i] = equilibrium(i, rho, ux, uy);
-DD_UNROLL
+  if (kSmagorinsky) omega = smagorinsky_omega(g, feq, rho, omega, a.smagorinsky2);
+  if (kCollision == BGK) {
+    DD_UNROLL
+    for (int i = 0; i < Q; ++i) g[i] -= omega * (g[i] - feq[i]);
+    return;
+  }
+  const float omega_minus = trt_omega_minus(omega, a.magic);
+  float out[Q];
+  DD_UNROLL
   for (int i = 0; i < Q; ++i) {
     const int o = opposite(i);
     const float sym = 0.5f * ((g[i] + g[o]) - (feq[i] + feq[o]));
     const float anti = 0.5f * ((g[i] - g[o]) - (feq[i] - feq[o]));
     out[i] = g[i] - omega * sym - omega_minus * anti;
   }
-DD_UNROLL
+  DD_UNROLL
   for (int i = 0; i < Q; ++i) g[i] = out[i];
 }
 
-DD_HD void collide(float g[Q], int collision, float omega, float omega_minus) {
-  if (collision == BGK)
-    collide_bgk(g, omega);
-  else
-    collide_trt(g, omega, omega_minus);
+// Zou-He velocity inlet on a west boundary, velocity (u, 0): the unknown populations 1 (E), 5 (NE), 8 (SE)
+// from the known ones, so that the cell has exactly momentum (rho u, 0) with the density
+// rho = (g0 + g2 + g4 + 2 (g3 + g6 + g7)) / (1 - u). The cell then collides like any fluid cell.
+DD_HD void zou_he_inlet(float g[Q], float u) {
+  const float rho = (g[0] + g[2] + g[4] + 2.0f * (g[3] + g[6] + g[7])) / (1.0f - u);
+  const float ru = rho * u;
+  g[1] = g[3] + (2.0f / 3.0f) * ru;
+  g[5] = g[7] - 0.5f * (g[2] - g[4]) + (1.0f / 6.0f) * ru;
+  g[8] = g[6] + 0.5f * (g[2] - g[4]) + (1.0f / 6.0f) * ru;
 }
-
-struct StepArgs {
-  int H, W;
-  int x_boundary, y_boundary, collision;
-};
 
 // Step 1 for one population: the (population, cell) to read, after the boundary rules.
 DD_HD int64_t pull_index(int i, int x, int y, const uint8_t* solid, const StepArgs& a) {
@@ -160,7 +187,7 @@ DD_HD int64_t pull_index(int i, int x, int y, const uint8_t* solid, const StepAr
 // One fused pull + boundary + collision update of cell (x, y) of one environment.
 // fin/fout: [9, H, W] slabs, solid: [H, W], u_in: [H] inlet velocity (read only with inflow/outflow).
 DD_HD void cell_update(const float* fin, float* fout, const uint8_t* solid, const float* u_in, int x, int y,
-                       float omega, float omega_minus, const StepArgs& a) {
+                       float omega, const StepArgs& a) {
   const int64_t plane = static_cast<int64_t>(a.H) * a.W;
   const int64_t cell = static_cast<int64_t>(y) * a.W + x;
   float g[Q];
@@ -171,14 +198,12 @@ DD_UNROLL
   }
 DD_UNROLL
   for (int i = 0; i < Q; ++i) g[i] = fin[pull_index(i, x, y, solid, a)];
-  if (a.x_boundary == X_INFLOW_OUTFLOW && x == 0) {
-    const float u = u_in[y];
-    const float rho = (g[0] + g[2] + g[4] + 2.0f * (g[3] + g[6] + g[7])) / (1.0f - u);
-DD_UNROLL
-    for (int i = 0; i < Q; ++i) fout[i * plane + cell] = equilibrium(i, rho, u, 0.0f);
-    return;
-  }
-  collide(g, a.collision, omega, omega_minus);
+  if (a.x_boundary == X_INFLOW_OUTFLOW && x == 0) zou_he_inlet(g, u_in[y]);
+  const bool les = a.smagorinsky2 > 0.0f;
+  if (a.collision == BGK)
+    les ? collide<BGK, true>(g, omega, a) : collide<BGK, false>(g, omega, a);
+  else
+    les ? collide<TRT, true>(g, omega, a) : collide<TRT, false>(g, omega, a);
 DD_UNROLL
   for (int i = 0; i < Q; ++i) fout[i * plane + cell] = g[i];
 }

@@ -9,7 +9,7 @@ from dynadiff_fast._tensor import tensor_arg
 from dynadiff_fast.ops.lbm_step.reference import COLLISIONS, X_BOUNDARIES, Y_BOUNDARIES
 
 
-def kernel_args(f, omega, solid, u_in, steps, collision, magic, x_boundary, y_boundary):
+def kernel_args(f, omega, solid, u_in, steps, collision, magic, smagorinsky, x_boundary, y_boundary):
     """``(out, scratch, positional args)`` shared by the cpp and cuda shims: buffers plus integer codes.
     The caller holds ``scratch`` until the kernel returns (``args`` carries only its pointer)."""
     out = torch.empty_like(f)
@@ -26,12 +26,15 @@ def kernel_args(f, omega, solid, u_in, steps, collision, magic, x_boundary, y_bo
         Y_BOUNDARIES.index(y_boundary),
         COLLISIONS.index(collision),
         magic,
+        smagorinsky,
     )
     return out, scratch, args
 
 
-def lbm_step(f, omega, solid, u_in, steps, collision, magic, x_boundary, y_boundary):
-    out, scratch, args = kernel_args(f, omega, solid, u_in, steps, collision, magic, x_boundary, y_boundary)
+def lbm_step(f, omega, solid, u_in, steps, collision, magic, smagorinsky, x_boundary, y_boundary):
+    out, scratch, args = kernel_args(
+        f, omega, solid, u_in, steps, collision, magic, smagorinsky, x_boundary, y_boundary
+    )
     _backend.require_extension().lbm_step_cpu(*args)
     del scratch
     return out

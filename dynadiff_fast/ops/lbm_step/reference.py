@@ -4,15 +4,17 @@ State ``f [n, 9, H, W]`` holds post-collision populations (x along W, y along H)
 environment at once (rule by rule the same as ``kernels/common/d2q9.h``):
 
 1. pull streaming ``g_i(x, y) = f_i(x - c_ix, y - c_iy)`` with
-   - x periodic, or inflow/outflow: source x clamped to ``[0, W-1]`` (zero-gradient outlet; the inlet
-     column is overwritten in 2.),
+   - x periodic, or inflow/outflow: source x clamped to ``[0, W-1]`` (zero-gradient outlet; what the
+     inlet column pulls from x = -1 is replaced in 2.),
    - y periodic, no-slip walls (halfway bounce-back ``g_i = f_opp(i)(x, y)``) or free-slip walls
      (specular reflection ``g_i = f_mirror(i)(x - c_ix, y)``),
    - a solid source cell: halfway bounce-back ``g_i = f_opp(i)(x, y)``;
-2. solid cells -> rest equilibrium ``w_i``; inlet column (x = 0) -> ``f_eq(rho, u_in[y], 0)`` with the
-   Zou-He density ``rho = (g_0 + g_2 + g_4 + 2 (g_3 + g_6 + g_7)) / (1 - u_in)``;
-3. fluid cells collide: BGK ``f = g - omega (g - f_eq)`` or TRT
-   ``f = g - omega (g^+ - f_eq^+) - omega^- (g^- - f_eq^-)``, ``Lambda = (1/omega - 1/2)(1/omega^- - 1/2)``.
+2. inlet column (x = 0), Zou-He velocity boundary: ``rho = (g_0 + g_2 + g_4 + 2 (g_3 + g_6 + g_7)) / (1 - u)``,
+   ``g_1 = g_3 + 2/3 rho u``, ``g_5 = g_7 - (g_2 - g_4)/2 + rho u/6``, ``g_8 = g_6 + (g_2 - g_4)/2 + rho u/6``
+   (the cell then has exactly velocity ``(u_in[y], 0)``);
+3. solid cells -> rest equilibrium ``w_i``; fluid cells collide: BGK ``f = g - omega (g - f_eq)`` or TRT
+   ``f = g - omega (g^+ - f_eq^+) - omega^- (g^- - f_eq^-)``, ``Lambda = (1/omega - 1/2)(1/omega^- - 1/2)``;
+   optionally with the Smagorinsky eddy-viscosity rate (constant C = ``smagorinsky`` > 0) in place of omega.
 
 ``f_eq_i = w_i rho (1 + 3 c_i.u + 4.5 (c_i.u)^2 - 1.5 u.u)``; kinematic viscosity ``nu = (1/omega - 1/2) / 3``.
 """
@@ -88,13 +90,41 @@ def stream(f: torch.Tensor, solid: torch.Tensor, x_boundary: str, y_boundary: st
     return g
 
 
-def collide(g: torch.Tensor, omega: torch.Tensor, collision: str, magic: float) -> torch.Tensor:
-    """BGK or TRT relaxation of ``g [n, 9, H, W]`` with per-environment ``omega [n]``."""
-    feq = equilibrium(*macroscopic(g))
+def zou_he_inlet(g: torch.Tensor, u_in: torch.Tensor) -> torch.Tensor:
+    """``g [n, 9, H, W]`` with the unknown populations (E, NE, SE) of column x = 0 set by Zou-He for
+    inlet velocity ``(u_in [n, H], 0)``."""
+    g = g.clone()
+    c = g[..., 0]  # [n, 9, H]
+    rho = (c[:, 0] + c[:, 2] + c[:, 4] + 2 * (c[:, 3] + c[:, 6] + c[:, 7])) / (1 - u_in)
+    ru = rho * u_in
+    c[:, 1] = c[:, 3] + (2 / 3) * ru
+    c[:, 5] = c[:, 7] - 0.5 * (c[:, 2] - c[:, 4]) + (1 / 6) * ru
+    c[:, 8] = c[:, 6] + 0.5 * (c[:, 2] - c[:, 4]) + (1 / 6) * ru
+    return g
+
+
+def smagorinsky_omega(g, feq, rho, omega, smagorinsky: float) -> torch.Tensor:
+    """Per-cell relaxation rate ``[n, 1, H, W]`` of the Smagorinsky model (Hou et al. 1996):
+    ``tau = (tau0 + sqrt(tau0^2 + 18 sqrt(2) C^2 |Pi| / rho)) / 2``, ``Pi = sum_i c_i c_i (g_i - f_eq_i)``."""
+    cx, cy, _ = _lattice(g)
+    neq = g - feq
+    pxx, pyy, pxy = ((a * b * neq).sum(1) for a, b in ((cx, cx), (cy, cy), (cx, cy)))
+    pi = torch.sqrt(pxx * pxx + pyy * pyy + 2 * pxy * pxy)
+    tau0 = 1 / omega
+    return (2 / (tau0 + torch.sqrt(tau0 * tau0 + 18 * 2**0.5 * smagorinsky**2 * pi / rho)))[:, None]
+
+
+def collide(g: torch.Tensor, omega: torch.Tensor, collision: str, magic: float, smagorinsky: float) -> torch.Tensor:
+    """BGK or TRT relaxation of ``g [n, 9, H, W]`` with per-environment ``omega [n]``; with ``smagorinsky``
+    (C) > 0 the rate is the per-cell eddy-viscosity one."""
+    rho, ux, uy = macroscopic(g)
+    feq = equilibrium(rho, ux, uy)
     w = omega.to(g.dtype)[:, None, None, None]
+    if smagorinsky > 0:
+        w = smagorinsky_omega(g, feq, rho, w[:, 0], smagorinsky)
     if collision == "bgk":
         return g - w * (g - feq)
-    wm = trt_omega_minus(omega.to(g.dtype), magic)[:, None, None, None]
+    wm = trt_omega_minus(w, magic)
     g_opp, feq_opp = g[:, list(OPPOSITE)], feq[:, list(OPPOSITE)]
     sym = 0.5 * ((g + g_opp) - (feq + feq_opp))
     anti = 0.5 * ((g - g_opp) - (feq - feq_opp))
@@ -109,6 +139,7 @@ def lbm_step(
     steps: int = 1,
     collision: str = "trt",
     magic: float = 0.25,
+    smagorinsky: float = 0.0,
     x_boundary: str = "inflow_outflow",
     y_boundary: str = "free_slip",
 ) -> torch.Tensor:
@@ -117,11 +148,7 @@ def lbm_step(
     rest = torch.tensor(WEIGHTS, dtype=f.dtype, device=f.device)[None, :, None, None]
     for _ in range(steps):
         g = stream(f, solid, x_boundary, y_boundary)
-        out = collide(g, omega, collision, magic)
         if x_boundary == "inflow_outflow":
-            g0 = g[..., 0]  # [n, 9, H] the inlet column
-            u = u_in.to(f.dtype)
-            rho = (g0[:, 0] + g0[:, 2] + g0[:, 4] + 2 * (g0[:, 3] + g0[:, 6] + g0[:, 7])) / (1 - u)
-            out[..., 0] = equilibrium(rho[..., None], u[..., None], torch.zeros_like(u)[..., None])[..., 0]
-        f = torch.where(solid[:, None], rest, out)
+            g = zou_he_inlet(g, u_in.to(f.dtype))
+        f = torch.where(solid[:, None], rest, collide(g, omega, collision, magic, smagorinsky))
     return f
