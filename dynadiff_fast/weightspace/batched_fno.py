@@ -28,8 +28,9 @@ from torch import nn
 from dynadiff_fast.experts.configs import ExpertConfig
 from dynadiff_fast.ops.spectral_mix import spectral_mix
 
-# Activation bytes one expert may use per chunk of a batched forward: chunks of experts whose
-# working set stays in the last-level cache beat one huge pass over all experts.
+# Bytes of the widest activation of one chunk of experts in a batched forward. Chunks this size
+# (measured on one core, bench/bench_batched_fno.py) amortise the per-op overhead over many small
+# experts, while bigger ones stream activations through DRAM and pay the allocator's fresh pages.
 CHUNK_BYTES = 4 << 20
 
 
@@ -55,65 +56,119 @@ def _grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Ten
     return torch.stack([gx, gy]).to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=64)
-def _mode_rows(m1: int, h: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of the rFFT spectrum (length ``h``) read and written for the ``m1`` kept modes along H.
+def _mode_rows(m1: int, h: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spectrum rows (frequencies mod ``h``) read and written for the ``m1`` kept modes along H.
 
-    Weight row ``j`` holds frequency ``f = j - m1 // 2`` (neuraloperator's fftshift-centred block).
-    It reads spectrum row ``f mod h``. neuraloperator writes the result back through a second
+    Weight row ``j`` holds frequency ``f = j - m1 // 2`` (neuraloperator's fftshift-centred block)
+    and reads spectrum row ``f mod h``. neuraloperator writes the result back through a second
     ``fftshift`` (not ``ifftshift``), which for odd ``h`` lands frequency ``f`` on row ``(f - 1) mod h``;
     we reproduce that so the outputs agree for every grid.
     """
-    freqs = torch.arange(m1) - m1 // 2
-    read = freqs % h
-    write = (freqs - (h % 2)) % h
-    return read.to(device), write.to(device)
+    freqs = torch.arange(m1, dtype=torch.float64) - m1 // 2
+    return freqs % h, (freqs - (h % 2)) % h
 
 
-def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """1x1 conv per expert: x [E|1, B, C, P], weight [E, O, C, 1] (Conv1d layout), bias [E, O] -> [E, B, O, P]."""
-    y = torch.matmul(weight[:, None, :, :, 0], x)
-    if bias is not None:
-        y = y + bias[:, None, :, None]
-    return y
+@functools.lru_cache(maxsize=64)
+def _dft_matrices(
+    h: int, w: int, m1: int, m2: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Truncated real DFT matrices of FNO's kept modes (built in float64, then cast).
+
+    Forward, ``rfft2(x, norm="forward")`` restricted to the kept modes:
+        along W  ``fw [W, 2*m2]``  = [cos | -sin](2 pi k w / W) / W,          k < m2
+        along H  ``fh [2*m1, H]``  = [cos ; -sin](2 pi r_j h / H) / H,         r_j = read row of mode j
+    Inverse, ``irfft2(., s=(H, W), norm="forward")`` of a spectrum that is zero outside the modes:
+        along H  ``gh [H, 2*m1]``  = [cos | sin](2 pi r'_j h / H),             r'_j = write row of mode j
+        along W  ``gw [2*m2, W]``  = [c_k cos ; -c_k sin](2 pi k w / W),       c_0 = c_{W/2} = 1, else 2
+    (irfft takes the real part of the k = 0 and Nyquist columns, which the sin rows, zero there, do too).
+    """
+    read, write = _mode_rows(m1, h)
+    k = torch.arange(m2, dtype=torch.float64)
+    ang_w = 2 * torch.pi * torch.outer(k, torch.arange(w, dtype=torch.float64)) / w  # [m2, W]
+    hs = torch.arange(h, dtype=torch.float64)
+    ang_r = 2 * torch.pi * torch.outer(read, hs) / h  # [m1, H]
+    ang_g = 2 * torch.pi * torch.outer(hs, write) / h  # [H, m1]
+    c = torch.full((m2, 1), 2.0, dtype=torch.float64)
+    c[0] = 1.0
+    if w % 2 == 0 and m2 == w // 2 + 1:
+        c[-1] = 1.0
+    fw = torch.cat([ang_w.cos(), -ang_w.sin()]).T / w
+    fh = torch.cat([ang_r.cos(), -ang_r.sin()]) / h
+    gh = torch.cat([ang_g.cos(), ang_g.sin()], dim=1)
+    gw = torch.cat([c * ang_w.cos(), -c * ang_w.sin()])
+    return tuple(t.to(device=device, dtype=dtype).contiguous() for t in (fw, fh, gh, gw))
 
 
-def _channel_mlp(x: torch.Tensor, w: Mapping[str, torch.Tensor], prefix: str, n_layers: int) -> torch.Tensor:
-    """neuraloperator ChannelMLP (Conv1d k=1 layers, GELU between) on x [E|1, B, C, P]."""
+def _pointwise(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, base: torch.Tensor | None = None
+) -> torch.Tensor:
+    """1x1 conv per expert, ``weight @ x + (bias or base)``: x [E|1, B, C, P], weight [E, O, C, 1]
+    (Conv1d layout), bias [E, O] or base [E, B, O, P] -> [E, B, O, P]. One batched GEMM over E*B with
+    the bias / base as its accumulator input (no extra pass over the output)."""
+    E, O, C = weight.shape[:3]
+    B, P = x.shape[1], x.shape[-1]
+    w = weight[:, None, :, :, 0].expand(E, B, O, C).reshape(E * B, O, C)
+    xb = x.expand(E, B, C, P).reshape(E * B, C, P)
+    if base is not None:
+        acc = base.reshape(E * B, O, P)
+    elif bias is not None:
+        acc = bias[:, None, :, None].expand(E, B, O, 1).reshape(E * B, O, 1)
+    else:
+        return torch.bmm(w, xb).view(E, B, O, P)
+    return torch.baddbmm(acc, w, xb).view(E, B, O, P)
+
+
+def _channel_mlp(
+    x: torch.Tensor, w: Mapping[str, torch.Tensor], prefix: str, n_layers: int, base: torch.Tensor | None = None
+) -> torch.Tensor:
+    """neuraloperator ChannelMLP (Conv1d k=1 layers, GELU between) on x [E|1, B, C, P]; ``base`` (which
+    then already holds the last layer's bias) is added to the output."""
     for j in range(n_layers):
-        x = _pointwise(x, w[f"{prefix}.fcs.{j}.weight"], w[f"{prefix}.fcs.{j}.bias"])
-        if j < n_layers - 1:
+        last = j == n_layers - 1
+        bias = None if (last and base is not None) else w[f"{prefix}.fcs.{j}.bias"]
+        x = _pointwise(x, w[f"{prefix}.fcs.{j}.weight"], bias, base if last else None)
+        if not last:
             x = F.gelu(x)
     return x
 
 
-def _skip(x: torch.Tensor, w: Mapping[str, torch.Tensor], prefix: str, kind: str) -> torch.Tensor:
-    """neuraloperator skip connection on x [E, B, C, P]."""
+def _skip(x: torch.Tensor, w: Mapping[str, torch.Tensor], prefix: str, kind: str, bias: torch.Tensor) -> torch.Tensor:
+    """neuraloperator skip connection on x [E, B, C, P], plus ``bias`` [E, C] (the bias of the layer
+    whose output the skip is added to, folded in here to save a pass)."""
     if kind == "linear":
-        return _pointwise(x, w[f"{prefix}.conv.weight"], None)
+        return _pointwise(x, w[f"{prefix}.conv.weight"], bias)
+    b = bias[:, None, :, None]
     if kind == "soft-gating":
-        return x * w[f"{prefix}.weight"][..., 0]  # [E, 1, C, 1, 1] -> [E, 1, C, 1]
-    return x  # identity
+        return torch.addcmul(b, x, w[f"{prefix}.weight"][..., 0])  # gate [E, 1, C, 1, 1] -> [E, 1, C, 1]
+    return x + b  # identity
 
 
 def _spectral_conv(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: tuple[int, int], backend: str
+    x: torch.Tensor, weight: torch.Tensor, hw: tuple[int, int], backend: str, base: torch.Tensor
 ) -> torch.Tensor:
-    """neuraloperator SpectralConv for E experts: x [E, B, I, P] -> [E, B, O, P] (P = H*W).
+    """neuraloperator SpectralConv for E experts without its bias, plus ``base``:
+    x [E, B, I, P] (P = H*W), base [E, B, O, P] (or [E, B, O, H, 1]) -> conv(x) + base [E, B, O, P].
 
-    weight [E, I, O, m1, m2] complex holds the modes (-m1//2 .. (m1+1)//2 - 1) x (0 .. m2-1).
+    weight [E, I, O, m1, m2] complex holds the modes (-m1//2 .. (m1+1)//2 - 1) x (0 .. m2-1). With so
+    few modes kept, the forward and inverse transforms restricted to them are small real matmuls
+    (``_dft_matrices``), cheaper than full FFTs and free of [.., H, W//2+1] complex buffers; the
+    mode mixing in between is ``ops.spectral_mix``.
     """
     E, B, _, _ = x.shape
     h, w = hw
     m1, m2 = weight.shape[-2:]
-    read, write = _mode_rows(m1, h, x.device)
-    x_ft = torch.fft.rfft2(x.reshape(E, B, -1, h, w), norm="forward")  # [E, B, I, H, W//2+1]
-    modes = x_ft[..., :m2].index_select(-2, read)  # [E, B, I, m1, m2]
+    fw, fh, gh, gw = _dft_matrices(h, w, m1, m2, x.dtype, x.device)
+    # forward: along W then H; p = [[Fr Xr, Fr Xi], [Fi Xr, Fi Xi]] blocks -> complex modes
+    p = torch.matmul(fh, (x.reshape(-1, w) @ fw).reshape(-1, h, 2 * m2))  # [E*B*I, 2*m1, 2*m2]
+    re = p[:, :m1, :m2] - p[:, m1:, m2:]
+    im = p[:, :m1, m2:] + p[:, m1:, :m2]
+    modes = torch.complex(re, im).reshape(E, B, -1, m1, m2)
     y = spectral_mix(modes, weight, backend=backend)  # [E, B, O, m1, m2]
-    y = F.pad(y, (0, x_ft.shape[-1] - m2))
-    out_ft = y.new_zeros((E, B, y.shape[2], h, x_ft.shape[-1])).index_copy(-2, write, y)
-    out = torch.fft.irfft2(out_ft, s=(h, w), norm="forward") + bias[:, None]
-    return out.reshape(E, B, -1, h * w)
+    # inverse: [Zr | Zi] = [Gr | Gi] @ [[Yr, Yi], [-Yi, Yr]] along H, then the real synthesis along W
+    yr, yi = y.real.reshape(-1, m1, m2), y.imag.reshape(-1, m1, m2)
+    z = torch.matmul(gh, torch.cat([torch.cat([yr, yi], dim=2), torch.cat([-yi, yr], dim=2)], dim=1))
+    out = torch.addmm(base.reshape(E * B * y.shape[2] * h, -1), z.reshape(-1, 2 * m2), gw)
+    return out.view(E, B, -1, h * w)
 
 
 class BatchedFNO(nn.Module):
@@ -302,19 +357,22 @@ class BatchedFNO(nn.Module):
         p = "fno_blocks"
         if cfg.preactivation:
             x = F.gelu(x)
-        skip_fno = _skip(x, w, f"{p}.fno_skips.{layer}", cfg.fno_skip) if cfg.fno_skip else None
-        mlp_skip = cfg.use_channel_mlp and cfg.channel_mlp_skip is not None
-        skip_mlp = _skip(x, w, f"{p}.channel_mlp_skips.{layer}", cfg.channel_mlp_skip) if mlp_skip else None
         conv = f"{p}.convs.{layer}"
-        x = _spectral_conv(x, w[f"{conv}.weight.tensor"], w[f"{conv}.bias"], hw, self.backend)
-        if skip_fno is not None:
-            x = x + skip_fno
+        conv_bias = w[f"{conv}.bias"][..., 0, 0]  # [E, O]
+        if cfg.fno_skip:
+            base = _skip(x, w, f"{p}.fno_skips.{layer}", cfg.fno_skip, conv_bias)
+        else:  # the bias alone, constant along W: broadcast over the addmm's columns
+            E, B = x.shape[:2]
+            base = conv_bias[:, None, :, None, None].expand(E, B, -1, hw[0], 1)
+        skip_mlp = None
+        if cfg.use_channel_mlp and cfg.channel_mlp_skip is not None:
+            mlp_bias = w[f"{p}.channel_mlp.{layer}.fcs.1.bias"]
+            skip_mlp = _skip(x, w, f"{p}.channel_mlp_skips.{layer}", cfg.channel_mlp_skip, mlp_bias)
+        x = _spectral_conv(x, w[f"{conv}.weight.tensor"], hw, self.backend, base)
         if not last:
             x = F.gelu(x)
         if cfg.use_channel_mlp:
-            x = _channel_mlp(x, w, f"{p}.channel_mlp.{layer}", 2)
-            if skip_mlp is not None:
-                x = x + skip_mlp
+            x = _channel_mlp(x, w, f"{p}.channel_mlp.{layer}", 2, base=skip_mlp)
         if not last and not cfg.preactivation:
             x = F.gelu(x)
         return x
@@ -347,7 +405,7 @@ class BatchedFNO(nn.Module):
         cfg = self.config
         B = x.shape[-4]
         width = max(cfg.hidden_channels, cfg.lifting_channels, cfg.projection_channels)
-        per_expert = B * width * x.shape[-2] * x.shape[-1] * x.element_size() * 4
+        per_expert = B * width * x.shape[-2] * x.shape[-1] * x.element_size()
         return max(1, min(self.num_experts, CHUNK_BYTES // max(per_expert, 1)))
 
 
