@@ -242,6 +242,8 @@ def test_run_layout_and_load_both_ways(pipeline, dd):
     run = pipeline["run"]
     assert (run / "vae").is_dir() and (run / "dit" / "dynadiff.json").exists() and (run / "config.yaml").exists()
     assert (run / "dit" / "checkpoints" / "step_00000012").is_dir()
+    quality = json.loads((run / "dit" / "quality.json").read_text())
+    assert quality["summary"]["n_envs"] == 6 and len(quality["per_env_ratio"]) == 6
     again = DynaDiff.load(run / "dit")
     assert again.manifest == dd.manifest and dd.system_name == "relax" and dd.frame_shape == (1, 12, 12)
     assert dd.model.reference_prompts.shape[0] == 6 and (dd.model.reference_env >= 0).all()

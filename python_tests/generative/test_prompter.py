@@ -80,14 +80,17 @@ def test_transfer_features_recover_a_fourier_multiplier(rng):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
 
 
-def make_prompter(frame_shape=(2, 8, 8), n_params=3, hidden=16, modes=3):
+def make_prompter(frame_shape=(2, 8, 8), n_params=3, hidden=16, modes=3, transfer=True):
     torch.manual_seed(0)
-    return Prompter(PrompterConfig(gru_hidden=hidden, spectral_modes=modes), frame_shape, n_params)
+    return Prompter(PrompterConfig(gru_hidden=hidden, spectral_modes=modes, transfer=transfer), frame_shape, n_params)
 
 
+@pytest.mark.parametrize("transfer", [True, False])
 @pytest.mark.parametrize("L", [1, 2, 7, 10])
-def test_any_length_and_shapes(rng, L):
-    p = make_prompter()
+def test_any_length_and_shapes(rng, L, transfer):
+    p = make_prompter(transfer=transfer)
+    n_spec = 2 * 2 * 6 * 3  # 2 channels x (2 x 3) x 3 modes, real + imaginary
+    assert p.gru.input_size == (2 if transfer else 1) * n_spec
     obs = torch.randn(4, L, 2, 8, 8, generator=rng)
     out = p(obs)
     assert out.shape == (4, p.prompt_dim) == (4, 8 + 16)
@@ -95,8 +98,9 @@ def test_any_length_and_shapes(rng, L):
     assert p.aux(out).shape == (4, 3)
 
 
-def test_padded_batch_equals_unpadded_rows(rng):
-    p = make_prompter()
+@pytest.mark.parametrize("transfer", [True, False])
+def test_padded_batch_equals_unpadded_rows(rng, transfer):
+    p = make_prompter(transfer=transfer)
     obs = torch.randn(3, 7, 2, 8, 8, generator=rng)
     lengths = torch.tensor([2, 7, 5])
     batched = p(obs, lengths)
