@@ -163,16 +163,18 @@ def sample_frames(ds, envs: list[int], k: int, generator: torch.Generator) -> to
 
 
 @torch.no_grad()
-def functional_data(zoo, ds, k: int, seed: int, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(frames [n_env, k, *frame], expert -> frame row [N_zoo], targets f_w(x) [N_zoo, k, *out])."""
+def functional_data(
+    zoo, ds, k: int, seed: int, device: torch.device, chunk: int = 16
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(frames [n_env, k, *frame], expert -> frame row [N_zoo], targets f_w(x) [N_zoo, k, *out]) on ``device``."""
     envs = sorted(set(zoo.env_index.tolist()))
-    frames = sample_frames(ds, envs, k, torch.Generator().manual_seed(seed))
-    row = torch.tensor([envs.index(int(e)) for e in zoo.env_index])
+    frames = sample_frames(ds, envs, k, torch.Generator().manual_seed(seed)).to(device)
+    row = torch.tensor([envs.index(int(e)) for e in zoo.env_index], device=device)
     targets = []
     for i in range(0, len(zoo), chunk):
         idx = list(range(i, min(i + chunk, len(zoo))))
-        experts = zoo.batched(idx)
-        targets.append(expert_outputs(zoo.config, experts.stacked(), frames[row[idx]]))
+        stacked = {key: v.to(device) for key, v in zoo.batched(idx).stacked().items()}
+        targets.append(expert_outputs(zoo.config, stacked, frames[row[idx]]))
     return frames, row, torch.cat(targets)
 
 
@@ -282,14 +284,55 @@ def _truncate_log(path: Path, step: int) -> None:
             tmp.write_text("".join(ln + "\n" for ln in keep))
 
 
+def _normalizer(cfg: TrainVAEConfig, tokens, previous: dict | None, info: dist.DistInfo):
+    """(WeightNormalizer, sha256 of its file): fitted on the zoo and written for a fresh run, the stored one
+    (exactly what the checkpoint was trained with) for a resumed run."""
+    from dynadiff_fast.weightspace.normalization import WeightNormalizer
+
+    out = Path(cfg.out)
+    path = out / NORMALIZER_FILE
+    if previous is not None:
+        state = io.load_safetensors(path, previous["normalizer_sha256"], "VAE weight normaliser")
+        return WeightNormalizer.from_state_dict(state), previous["normalizer_sha256"]
+    normalizer = WeightNormalizer.fit(tokens, granularity=cfg.normalizer)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        io.save_safetensors(path, normalizer.state_dict())
+        config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
+    dist.barrier(info)
+    return normalizer, io.sha256_file(path)
+
+
+class _Meter:
+    """Running sums of the loss terms between two log lines, averaged over steps and ranks."""
+
+    def __init__(self):
+        self.sums: dict[str, tuple[float, int]] = {}
+
+    def add(self, **terms: torch.Tensor | None) -> None:
+        for k, v in terms.items():
+            if v is not None:
+                total, n = self.sums.get(k, (0.0, 0))
+                self.sums[k] = (total + float(v.detach()), n + 1)
+
+    def mean(self, info: dist.DistInfo) -> dict[str, float | None]:
+        keys = ("loss", "recon", "kl", "func")
+        t = torch.tensor([self.sums.get(k, (0.0, 0))[i] for k in keys for i in (0, 1)], dtype=torch.float64)
+        if info.distributed:  # NCCL reduces GPU tensors, gloo CPU ones
+            import torch.distributed as tdist
+
+            t = t.to("cuda" if tdist.get_backend() == "nccl" else "cpu")
+            tdist.all_reduce(t)
+        t = t.cpu().view(len(keys), 2)
+        self.sums = {}
+        return {k: (float(t[i, 0] / t[i, 1]) if t[i, 1] else None) for i, k in enumerate(keys)}
+
+
 def train_vae(cfg: TrainVAEConfig) -> Path:
     """Train (or resume, or find finished) the VAE run ``cfg.out``; returns the run folder."""
-    from tqdm.auto import tqdm
-
     from dynadiff_fast.experts.zoo import Zoo
-    from dynadiff_fast.generative.checkpoint import load_checkpoint, read_meta, save_checkpoint, update_ema
-    from dynadiff_fast.weightspace.graph import NodeTokens, WeightGraph
-    from dynadiff_fast.weightspace.normalization import WeightNormalizer
+    from dynadiff_fast.generative.checkpoint import read_meta
+    from dynadiff_fast.weightspace.graph import WeightGraph
 
     cfg = resolve(cfg)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -302,131 +345,20 @@ def train_vae(cfg: TrainVAEConfig) -> Path:
     try:
         zoo = Zoo.open(cfg.zoo)
         graph = WeightGraph.from_config(zoo.config)
-        vcfg = vae_config(cfg)
         previous = read_meta(out)
         if previous is not None:
             check_same_layout(WeightGraph.from_dict(previous["graph"]), graph, f"zoo {cfg.zoo} vs run {out}")
-            if previous.get("vae_config") != dataclasses.asdict(vcfg):
-                raise ValueError(f"out: {out} holds a VAE with config {previous.get('vae_config')}, this run asks for "
-                                 f"{dataclasses.asdict(vcfg)}; choose another --out")  # fmt: skip
+            if previous.get("vae_config") != dataclasses.asdict(vae_config(cfg)):
+                raise ValueError(f"out: {out} holds a VAE with config {previous.get('vae_config')}, this run asks "
+                                 f"for {dataclasses.asdict(vae_config(cfg))}; choose another --out")  # fmt: skip
             if previous["step"] >= cfg.steps:
                 log.info("%s is complete (step %d); nothing to train", out, previous["step"])
                 return out
-
         tokens = zoo_tokens(zoo, graph)
-        norm_path = out / NORMALIZER_FILE
-        if previous is not None:  # the stored statistics, exactly as the checkpoint was trained with
-            normalizer = WeightNormalizer.from_state_dict(
-                io.load_safetensors(norm_path, previous["normalizer_sha256"], "VAE weight normaliser")
-            )
-            norm_sha = previous["normalizer_sha256"]
-        else:
-            normalizer = WeightNormalizer.fit(tokens, granularity=cfg.normalizer)
-            norm_sha = io.sha256_file(norm_path) if norm_path.exists() else ""
-            if info.is_main:
-                out.mkdir(parents=True, exist_ok=True)
-                norm_sha = io.save_safetensors(norm_path, normalizer.state_dict())
-                config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
-            dist.barrier(info)
-            norm_sha = io.sha256_file(norm_path)
-        values = torch.cat([t.reshape(t.shape[0], -1) for t in normalizer.normalize(tokens).groups], 1).to(device)
-        normalizer = normalizer.to(device)  # denormalize() runs every step
-
+        normalizer, norm_sha = _normalizer(cfg, tokens, previous, info)
         ds = _open_dataset(cfg, zoo)
         try:
-            frames, frame_row, targets = functional_data(zoo, ds, cfg.func_frames, cfg.seed)
-            frames, frame_row, targets = frames.to(device), frame_row.to(device), targets.to(device)
-
-            torch.manual_seed(cfg.seed)  # identical initialisation on every rank
-            model = WeightVAE(vcfg, graph).to(device)
-            ema = copy.deepcopy(model).requires_grad_(False)
-            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            g_batch = torch.Generator().manual_seed(cfg.seed + 1)
-            g_noise = torch.Generator(device=device).manual_seed(cfg.seed + 2 + info.rank)
-            step = 0
-            meta = load_checkpoint(out, model, ema=ema, optimizer=opt, map_location=device)
-            if meta is not None:
-                step = meta["step"]
-                noise_states = meta["state"]["g_noise"]  # one per rank of the run that saved it
-                g_batch.set_state(meta["state"]["g_batch"].cpu())
-                g_noise.set_state(noise_states[info.rank % len(noise_states)].cpu())
-                log.info("resumed %s at step %d", out, step)
-            if info.is_main:
-                _truncate_log(out / "log.jsonl", step)
-            net = model
-            if info.distributed:
-                from torch.nn.parallel import DistributedDataParallel
-
-                net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-            def save(step: int, losses: dict) -> None:
-                states = [g_noise.get_state()]
-                if info.distributed:  # every rank's latent-noise stream, so a resume continues each exactly
-                    import torch.distributed as tdist
-
-                    states = [torch.empty_like(states[0]) for _ in range(info.world_size)]
-                    tdist.all_gather_object(states, g_noise.get_state())
-                if info.is_main:
-                    meta = _metadata(cfg, vcfg, graph, zoo, norm_sha, losses, step)
-                    state = {"g_batch": g_batch.get_state(), "g_noise": [s.cpu() for s in states]}
-                    save_checkpoint(out, model, step=step, ema=ema, optimizer=opt, meta=meta, state=state)
-                dist.barrier(info)
-
-            bar = tqdm(total=cfg.steps, initial=step, desc="train vae", unit="step",
-                       disable=None if (cfg.progress and info.is_main) else True)  # fmt: skip
-            sums: dict[str, float] = {}
-            losses: dict[str, float] = dict((meta or {}).get("losses", {}))
-            t0, local = time.time(), cfg.batch_size // info.world_size
-            while step < cfg.steps:
-                idx = torch.randperm(len(zoo), generator=g_batch)[: cfg.batch_size]
-                idx = idx.repeat(math.ceil(cfg.batch_size / len(idx)))[: cfg.batch_size]  # zoo smaller than a batch
-                idx = idx[info.rank * local : (info.rank + 1) * local].to(device)
-                pick = torch.rand(local, cfg.func_frames, generator=g_batch).argsort(1)[:, : cfg.func_batch].to(device)
-                lam = func_weight_at(cfg, step)
-                for pg in opt.param_groups:
-                    pg["lr"] = learning_rate(cfg, step)
-                with nvtx_range("vae/step"):
-                    batch = NodeTokens.from_packed(values[idx], graph)
-                    recon, mu, logvar = net(batch, generator=g_noise)
-                    rec_loss, kl = reconstruction_loss(recon, batch), kl_divergence(mu, logvar)
-                    loss = rec_loss + cfg.kl_weight * kl
-                    log_step = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
-                    func = None
-                    if lam > 0 or log_step:
-                        x = frames[frame_row[idx][:, None], pick]  # [b, func_batch, *frame]
-                        y = targets[idx[:, None], pick]
-                        with torch.set_grad_enabled(lam > 0):
-                            func = functional_loss(normalizer.denormalize(recon), zoo.config, x, y)
-                        if lam > 0:
-                            loss = loss + lam * func
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    opt.step()
-                    update_ema(ema, model, cfg.ema_decay)
-                step += 1
-                for k, v in (("loss", loss), ("recon", rec_loss), ("kl", kl)):
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                sums["n"] = sums.get("n", 0) + 1
-                if func is not None:
-                    sums["func"], sums["n_func"] = (
-                        sums.get("func", 0.0) + float(func.detach()),
-                        sums.get("n_func", 0) + 1,
-                    )
-                bar.update(1)
-                if log_step:
-                    losses = {k: sums[k] / sums["n"] for k in ("loss", "recon", "kl")}
-                    losses["func"] = sums["func"] / sums["n_func"] if "n_func" in sums else None
-                    losses.update(func_weight=lam, lr=learning_rate(cfg, step - 1), step=step)
-                    sums = {}
-                    bar.set_postfix(recon=f"{losses['recon']:.3g}", func=f"{losses['func'] or 0:.3g}", refresh=False)
-                    if info.is_main:
-                        with open(out / "log.jsonl", "a") as f:
-                            f.write(json.dumps({**losses, "seconds": round(time.time() - t0, 2)}) + "\n")
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    save(step, losses)
-            bar.close()
+            ema = _train(cfg, zoo, graph, tokens, normalizer, norm_sha, ds, device, info)
             if cfg.quality and info.is_main:
                 quality = functional_quality(ema.eval(), normalizer, graph, zoo, ds, cfg.quality_steps, tokens)
                 io.write_json(out / "quality.json", quality)
@@ -437,6 +369,95 @@ def train_vae(cfg: TrainVAEConfig) -> Path:
         return out
     finally:
         dist.cleanup(info)
+
+
+def _train(cfg, zoo, graph, tokens, normalizer, norm_sha: str, ds, device, info) -> WeightVAE:
+    """The optimisation loop (resuming from the run's last checkpoint); returns the EMA model."""
+    from tqdm.auto import tqdm
+
+    from dynadiff_fast.generative.checkpoint import load_checkpoint, save_checkpoint, update_ema
+    from dynadiff_fast.weightspace.graph import NodeTokens
+
+    out = Path(cfg.out)
+    values = torch.cat([t.reshape(t.shape[0], -1) for t in normalizer.normalize(tokens).groups], 1).to(device)
+    normalizer = normalizer.to(device)  # denormalize() runs every step
+    frames, frame_row, targets = functional_data(zoo, ds, cfg.func_frames, cfg.seed, device)
+
+    torch.manual_seed(cfg.seed)  # identical initialisation on every rank
+    model = WeightVAE(vae_config(cfg), graph).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    g_batch = torch.Generator().manual_seed(cfg.seed + 1)
+    g_noise = torch.Generator(device=device).manual_seed(cfg.seed + 2 + info.rank)
+    meta = load_checkpoint(out, model, ema=ema, optimizer=opt, map_location=device)
+    step, losses = 0, {}
+    if meta is not None:
+        step, losses = meta["step"], meta["losses"]
+        noise_states = meta["state"]["g_noise"]  # one per rank of the run that saved it
+        g_batch.set_state(meta["state"]["g_batch"].cpu())
+        g_noise.set_state(noise_states[info.rank % len(noise_states)].cpu())
+        log.info("resumed %s at step %d", out, step)
+    if info.is_main:
+        _truncate_log(out / "log.jsonl", step)
+    net = model
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def save(step: int) -> None:
+        states = [g_noise.get_state()]
+        if info.distributed:  # every rank's latent-noise stream, so a resume continues each exactly
+            import torch.distributed as tdist
+
+            states = [None] * info.world_size
+            tdist.all_gather_object(states, g_noise.get_state())
+        if info.is_main:
+            meta = _metadata(cfg, vae_config(cfg), graph, zoo, norm_sha, losses, step)
+            state = {"g_batch": g_batch.get_state(), "g_noise": [s.cpu() for s in states]}
+            save_checkpoint(out, model, step=step, ema=ema, optimizer=opt, meta=meta, state=state)
+        dist.barrier(info)
+
+    bar = tqdm(total=cfg.steps, initial=step, desc="train vae", unit="step",
+               disable=None if (cfg.progress and info.is_main) else True)  # fmt: skip
+    meter, t0, local = _Meter(), time.time(), cfg.batch_size // info.world_size
+    while step < cfg.steps:
+        idx = torch.randperm(len(zoo), generator=g_batch)[: cfg.batch_size]
+        idx = idx.repeat(math.ceil(cfg.batch_size / len(idx)))[: cfg.batch_size]  # a zoo smaller than a batch
+        idx = idx[info.rank * local : (info.rank + 1) * local].to(device)
+        pick = torch.rand(local, cfg.func_frames, generator=g_batch).argsort(1)[:, : cfg.func_batch].to(device)
+        lam, log_step = func_weight_at(cfg, step), (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        with nvtx_range("vae/step"):
+            batch = NodeTokens.from_packed(values[idx], graph)
+            recon, mu, logvar = net(batch, generator=g_noise)
+            recon_loss, kl = reconstruction_loss(recon, batch), kl_divergence(mu, logvar)
+            loss, func = recon_loss + cfg.kl_weight * kl, None
+            if lam > 0 or log_step:  # with lambda = 0 the functional loss is only measured, on log steps
+                x, y = frames[frame_row[idx][:, None], pick], targets[idx[:, None], pick]  # [b, func_batch, ...]
+                with torch.set_grad_enabled(lam > 0):
+                    func = functional_loss(normalizer.denormalize(recon), zoo.config, x, y)
+                loss = loss + lam * func if lam > 0 else loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            update_ema(ema, model, cfg.ema_decay)
+        step += 1
+        meter.add(loss=loss, recon=recon_loss, kl=kl, func=func)
+        bar.update(1)
+        if log_step:
+            losses = {**meter.mean(info), "func_weight": lam, "lr": learning_rate(cfg, step - 1), "step": step}
+            bar.set_postfix(recon=f"{losses['recon']:.3g}", func=f"{losses['func'] or 0:.3g}", refresh=False)
+            if info.is_main:
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps({**losses, "seconds": round(time.time() - t0, 2)}) + "\n")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save(step)
+    bar.close()
+    return ema
 
 
 def _run(cfg: TrainVAEConfig) -> int:
