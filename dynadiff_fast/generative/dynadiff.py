@@ -17,6 +17,7 @@ Run directory of ``dynadiff train dit`` (``dynadiff train all`` puts it under ``
     config.yaml               resolved training config, versions, seed
     checkpoints/step_*/       DynaDiffModel weights + EMA (inference loads the EMA), optimizer, meta.json
     train_log.jsonl           losses per logging interval
+    quality.json              end-of-training check: generated vs zoo latents per training environment
 
 ``DynaDiffModel`` is the trained module: prompter + DiT + stored standardisations (latent mean/std from the
 zoo, environment-parameter mean/std for L_aux) + reference prompts of the training environments (for the

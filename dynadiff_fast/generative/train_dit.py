@@ -14,7 +14,9 @@ test time). Loss per batch:
 with ``target`` = eps or v (``dit.prediction``), latents standardised by zoo statistics, the prompt replaced by
 the learned null embedding with probability ``dit.cond_dropout`` (classifier-free guidance). AdamW, linear
 warm-up, gradient clipping, EMA of all weights (inference uses the EMA). Checkpoints every ``ckpt_every`` steps
-(``generative.checkpoint``: atomic, resumable; a re-run with the same ``--out`` resumes).
+(``generative.checkpoint``: atomic, resumable; a re-run with the same ``--out`` resumes). At the end,
+``quality.json`` records how close generated latents come to each training environment's zoo latents (relative to
+the unconditional mean; below 1 means the prompt steers generation). Run-folder layout: ``generative.dynadiff``.
 """
 
 from __future__ import annotations

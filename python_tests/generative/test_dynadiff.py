@@ -256,7 +256,7 @@ def test_generate_shapes_select_and_determinism(dd, unseen_obs):
     best, best_scores = dd.generate(obs, n_samples=3, select="prefix", steps=5, seed=3)
     assert best.num_experts == 3
     torch.testing.assert_close(best_scores, scores.view(3, 3).min(1).values)
-    one, s1 = dd.generate(obs[0], n_samples=1, steps=5, seed=3)  # [L, C, H, W]: one environment
+    one, s1 = dd.generate(obs[0].numpy(), n_samples=1, steps=5, seed=3)  # [L, C, H, W] NumPy: one environment
     assert one.num_experts == 1 and s1.shape == (1,)
     y = one(obs[0, :1])
     assert y.shape == (1, 1, 1, 12, 12) and torch.isfinite(y).all()
