@@ -1,9 +1,11 @@
 """BatchedFNO: E neuraloperator FNO experts of one architecture, weights stacked as ``[E, *shape]``.
 
 One forward runs every expert on its own (or a shared) input, layer by layer for all experts at
-once: pointwise layers are batched matmuls over ``[E, B]``, spectral layers one rFFT, one
-``ops.spectral_mix`` call and one inverse rFFT for all experts. The math is neuraloperator's FNO
-(v2.0) step for step, so ``BatchedFNO.from_modules(ms)(x)[e] == ms[e](x)`` to float rounding.
+once: pointwise layers are batched GEMMs over ``[E, B]`` (bias and skip terms as the GEMM's
+accumulator), spectral layers a truncated DFT to the kept modes (two small GEMMs), one
+``ops.spectral_mix`` call and the truncated inverse DFT, for all experts. The math is
+neuraloperator's FNO (v2.0) step for step, so ``BatchedFNO.from_modules(ms)(x)[e] == ms[e](x)`` to
+float rounding (~1e-7 relative in fp32). Experts run in chunks sized to the cache (``chunk_size``).
 
     bf = BatchedFNO.from_modules(experts)           # copies the weights into stacked Parameters
     y = bf(x)                                        # x [B, C, H, W] or [E, B, C, H, W] -> [E, B, C_out, H, W]

@@ -185,3 +185,18 @@ def test_unsupported_fno_options_are_rejected():
         m = FNO(n_modes=(8, 8), in_channels=2, out_channels=2, hidden_channels=8, **kwargs)
         with pytest.raises(ValueError, match="not supported"):
             BatchedFNO.from_modules([m])
+
+
+def test_float64_experts(rng):
+    """Stacked fp64/complex128 weights run in fp64 (spectral_mix and the DFTs follow the dtype)."""
+    cfg, grid = CONFIGS[2]
+    bf = BatchedFNO.from_modules(_experts(cfg, 2))
+    w64 = {k: (v.cdouble() if v.is_complex() else v.double()).detach() for k, v in bf.stacked().items()}
+    bf64 = BatchedFNO.from_stacked(cfg, w64)
+    x = torch.randn(2, 1, cfg.in_channels, *grid, generator=rng)
+    with torch.no_grad():
+        y64 = bf64(x.double())
+        assert y64.dtype == torch.float64
+        assert _rel(bf(x).double(), y64) < 1e-5
+    with pytest.raises(TypeError, match="dtype"):
+        bf64(x)
