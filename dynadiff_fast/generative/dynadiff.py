@@ -230,7 +230,8 @@ class DynaDiff:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, device: str | torch.device = "cpu", step: int | None = None) -> DynaDiff:
-        """Load a trained run (``dynadiff train dit`` output, or a ``dynadiff train all`` run holding ``dit/``).
+        """Load a trained run (``dynadiff train dit`` output, or a ``dynadiff train all`` run holding ``dit/``);
+        the EMA weights of checkpoint ``step`` (default: the latest).
 
         Raises ``FileNotFoundError`` for a missing component (manifest, VAE run, checkpoint) and ``ValueError`` for
         one trained for another system or expert architecture.
@@ -265,7 +266,7 @@ class DynaDiff:
                 f"{tuple(manifest['latent_shape'])}: the VAE in {vae_dir} was retrained after the DiT"
             )
         model = build_model(manifest)
-        if load_checkpoint(dit_dir, ema=model) is None:
+        if load_checkpoint(dit_dir, ema=model, step=step) is None:
             raise FileNotFoundError(f"run_dir: {dit_dir} has no checkpoint yet (is training still running?)")
         return cls(model.to(device), vae.to(device), graph, normalizer, expert_config, manifest, device)
 

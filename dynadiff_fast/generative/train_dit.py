@@ -254,6 +254,7 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
     from dynadiff_fast.data import EnvDataset
     from dynadiff_fast.experts.zoo import Zoo
     from dynadiff_fast.generative.checkpoint import load_checkpoint, save_checkpoint, unwrap, update_ema
+    from dynadiff_fast.generative.train_vae import _truncate_log  # same log format: one JSON line per step
     from dynadiff_fast.generative.vae import load_vae
 
     cfg = resolve(cfg)
@@ -409,14 +410,6 @@ def latent_quality(model: DynaDiffModel, z: torch.Tensor, rows: torch.Tensor, n:
     return {"per_env_ratio": ratios,
             "summary": {"ratio_mean": float(t.mean()), "ratio_max": float(t.max()), "envs_below_1": int((t < 1).sum()),
                         "n_envs": len(ratios)}}  # fmt: skip
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
-    if path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        with io.atomic_path(path) as tmp:
-            tmp.write_text("".join(ln + "\n" for ln in keep))
 
 
 def _append_log(out: Path, record: dict[str, Any]) -> None:

@@ -247,6 +247,10 @@ def test_run_layout_and_load_both_ways(pipeline, dd):
     again = DynaDiff.load(run / "dit")
     assert again.manifest == dd.manifest and dd.system_name == "relax" and dd.frame_shape == (1, 12, 12)
     assert dd.model.reference_prompts.shape[0] == 6 and (dd.model.reference_env >= 0).all()
+    early = DynaDiff.load(run, step=6)  # an earlier checkpoint's EMA weights
+    assert not torch.equal(early.model.dit.final.linear.weight, dd.model.dit.final.linear.weight)
+    with pytest.raises(FileNotFoundError, match="step 7"):
+        DynaDiff.load(run, step=7)
 
 
 def test_generate_shapes_select_and_determinism(dd, unseen_obs):
