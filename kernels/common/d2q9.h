@@ -8,7 +8,8 @@
 //        x periodic | inflow/outflow: source x clamped to [0, W-1] (zero-gradient outlet; what the inlet
 //                     column pulls from x = -1 is replaced in 2.)
 //        y periodic | no-slip walls: halfway bounce-back g_i = f_opp(i)(x, y)
-//                   | free-slip walls: specular reflection g_i = f_mirror(i)(x - c_ix, y)
+//                   | free-slip walls: specular reflection g_i = f_mirror(i)(x - c_ix, y), or
+//                     bounce-back when that wall cell is solid (so mass stays conserved)
 //        solid source cell (cylinder): halfway bounce-back g_i = f_opp(i)(x, y)
 //   2. inlet (x = 0): Zou-He velocity boundary, the unknown g1, g5, g8 set so that the cell has velocity
 //      (u_in[y], 0) (zou_he_inlet below); then
@@ -171,16 +172,12 @@ DD_HD int64_t pull_index(int i, int x, int y, const uint8_t* solid, const StepAr
       xs = xs < 0 ? 0 : a.W - 1;
   }
   if (ys < 0 || ys >= a.H) {
-    if (a.y_boundary == Y_PERIODIC) {
-      ys = ys < 0 ? ys + a.H : ys - a.H;
-    } else if (a.y_boundary == Y_NO_SLIP) {
-      j = opposite(i), xs = x, ys = y;
-    } else {
-      j = mirror_y(i), ys = y;
-    }
-  } else if (solid[static_cast<int64_t>(ys) * a.W + xs]) {
-    j = opposite(i), xs = x, ys = y;
+    if (a.y_boundary == Y_FREE_SLIP && !solid[static_cast<int64_t>(y) * a.W + xs])
+      return (static_cast<int64_t>(mirror_y(i)) * a.H + y) * a.W + xs;
+    if (a.y_boundary != Y_PERIODIC) return (static_cast<int64_t>(opposite(i)) * a.H + y) * a.W + x;
+    ys = ys < 0 ? ys + a.H : ys - a.H;  // periodic
   }
+  if (solid[static_cast<int64_t>(ys) * a.W + xs]) j = opposite(i), xs = x, ys = y;
   return (static_cast<int64_t>(j) * a.H + ys) * a.W + xs;
 }
 

@@ -7,7 +7,7 @@ environment at once (rule by rule the same as ``kernels/common/d2q9.h``):
    - x periodic, or inflow/outflow: source x clamped to ``[0, W-1]`` (zero-gradient outlet; what the
      inlet column pulls from x = -1 is replaced in 2.),
    - y periodic, no-slip walls (halfway bounce-back ``g_i = f_opp(i)(x, y)``) or free-slip walls
-     (specular reflection ``g_i = f_mirror(i)(x - c_ix, y)``),
+     (specular reflection ``g_i = f_mirror(i)(x - c_ix, y)``; bounce-back if that cell is solid),
    - a solid source cell: halfway bounce-back ``g_i = f_opp(i)(x, y)``;
 2. inlet column (x = 0), Zou-He velocity boundary: ``rho = (g_0 + g_2 + g_4 + 2 (g_3 + g_6 + g_7)) / (1 - u)``,
    ``g_1 = g_3 + 2/3 rho u``, ``g_5 = g_7 - (g_2 - g_4)/2 + rho u/6``, ``g_8 = g_6 + (g_2 - g_4)/2 + rho u/6``
@@ -85,8 +85,10 @@ def stream(f: torch.Tensor, solid: torch.Tensor, x_boundary: str, y_boundary: st
         row = 0 if CY[i] > 0 else -1  # the wall row whose source lies outside the channel
         if y_boundary == "no_slip":
             g[:, i, row] = bounce[:, row]
-        else:  # free slip: the mirror population, shifted along x only
-            g[:, i, row] = _shift(f[:, MIRROR_Y[i]], CX[i], 0, periodic_x)[:, row]
+        else:  # free slip: the mirror population, shifted along x only (bounce-back if it sits in a solid)
+            mirrored = _shift(f[:, MIRROR_Y[i]], CX[i], 0, periodic_x)[:, row]
+            mirror_solid = _shift(solid, CX[i], 0, periodic_x)[:, row]
+            g[:, i, row] = torch.where(mirror_solid, bounce[:, row], mirrored)
     return g
 
 
