@@ -29,6 +29,10 @@
 
 using dynadiff::TensorArg;
 
+namespace dynadiff {
+std::vector<int64_t> check_spectral_mix_args(const TensorArg& x, const TensorArg& w, const TensorArg& y);
+}  // namespace dynadiff
+
 namespace {
 
 // Register tile: kOT outputs o x one 32-byte vector of modes (8 floats / 4 doubles), re and im,
@@ -151,15 +155,27 @@ void check(const TensorArg& t, const char* name, const std::vector<int64_t>& sha
                                   std::to_string(t.shape[k]) + ", expected " + std::to_string(shape[k]));
 }
 
-// x [E, B, I, M, 2], w [E, I, O, M, 2], y [E, B, O, M, 2]: real views of complex tensors.
-void spectral_mix_cpu(const TensorArg& x, const TensorArg& w, const TensorArg& y, bool double_precision) {
-  DYNADIFF_NVTX_RANGE("kernel/spectral_mix");
+}  // namespace
+
+// Shapes of the spectral_mix arguments (shared with the CUDA binding, csrc/spectral_mix_cuda.cpp):
+// x [E, B, I, M, 2], w [E, I, O, M, 2], y [E, B, O, M, 2], real views of contiguous complex tensors.
+// Returns {E, B, I, O, M}.
+std::vector<int64_t> dynadiff::check_spectral_mix_args(const TensorArg& x, const TensorArg& w, const TensorArg& y) {
   x.check_dim(5, "x_ft");
   w.check_dim(5, "weight");
-  const Dims d{x.shape[0], x.shape[1], x.shape[2], w.shape[2], x.shape[3], 0};
-  check(x, "x_ft", {d.E, d.B, d.I, d.M, 2});
-  check(w, "weight", {d.E, d.I, d.O, d.M, 2});
-  check(y, "out", {d.E, d.B, d.O, d.M, 2});
+  const int64_t E = x.shape[0], B = x.shape[1], I = x.shape[2], M = x.shape[3], O = w.shape[2];
+  check(x, "x_ft", {E, B, I, M, 2});
+  check(w, "weight", {E, I, O, M, 2});
+  check(y, "out", {E, B, O, M, 2});
+  return {E, B, I, O, M};
+}
+
+namespace {
+
+void spectral_mix_cpu(const TensorArg& x, const TensorArg& w, const TensorArg& y, bool double_precision) {
+  DYNADIFF_NVTX_RANGE("kernel/spectral_mix");
+  const auto s = dynadiff::check_spectral_mix_args(x, w, y);
+  const Dims d{s[0], s[1], s[2], s[3], s[4], 0};
   if (d.E * d.B * d.O * d.M == 0) return;
   if (double_precision)
     spectral_mix(x.data<double>(), w.data<double>(), y.data<double>(), padded<double>(d));

@@ -1,8 +1,7 @@
 // Python binding of the CUDA spectral_mix launcher (kernels/spectral_mix.cu); absent from CPU-only builds.
 #if defined(DYNADIFF_WITH_CUDA)
 #include <cstdint>
-#include <stdexcept>
-#include <string>
+#include <vector>
 
 #include "registry.h"
 #include "spectral_mix.h"
@@ -10,31 +9,19 @@
 
 using dynadiff::TensorArg;
 
-namespace {
+namespace dynadiff {
+// Argument shape checks, defined beside the CPU kernel (csrc/spectral_mix_cpu.cpp); returns {E, B, I, O, M}.
+std::vector<int64_t> check_spectral_mix_args(const TensorArg& x, const TensorArg& w, const TensorArg& y);
+}  // namespace dynadiff
 
-void check(const TensorArg& t, const char* name, std::initializer_list<int64_t> shape) {
-  t.check_dim(static_cast<int64_t>(shape.size()), name);
-  t.check_contiguous(name);
-  int64_t k = 0;
-  for (int64_t s : shape) {
-    if (t.shape[k] != s)
-      throw std::invalid_argument(std::string(name) + ": dim " + std::to_string(k) + " is " +
-                                  std::to_string(t.shape[k]) + ", expected " + std::to_string(s));
-    ++k;
-  }
-}
+namespace {
 
 // Same arguments as spectral_mix_cpu plus a stream handle: real views [..., 2] of complex tensors.
 void spectral_mix_cuda(const TensorArg& x, const TensorArg& w, const TensorArg& y, bool double_precision,
                        std::uintptr_t stream) {
-  x.check_dim(5, "x_ft");
-  w.check_dim(5, "weight");
-  const int64_t E = x.shape[0], B = x.shape[1], I = x.shape[2], M = x.shape[3], O = w.shape[2];
-  check(x, "x_ft", {E, B, I, M, 2});
-  check(w, "weight", {E, I, O, M, 2});
-  check(y, "out", {E, B, O, M, 2});
+  const auto s = dynadiff::check_spectral_mix_args(x, w, y);
   dynadiff::spectral_mix_cuda(reinterpret_cast<const void*>(x.ptr), reinterpret_cast<const void*>(w.ptr),
-                              reinterpret_cast<void*>(y.ptr), E, B, I, O, M, double_precision,
+                              reinterpret_cast<void*>(y.ptr), s[0], s[1], s[2], s[3], s[4], double_precision,
                               reinterpret_cast<cudaStream_t>(stream));
 }
 

@@ -301,14 +301,7 @@ class BatchedFNO(nn.Module):
 
         ``chunk_size`` experts run at a time (default: as many as keep ~CHUNK_BYTES of activations).
         """
-        shared = self._check_input(x, "x")
-        chunk = chunk_size or self._auto_chunk(x)
-        w = self.stacked()
-        outs = []
-        for e0 in range(0, self.num_experts, chunk):
-            sl = slice(e0, min(e0 + chunk, self.num_experts))
-            xc = x[None] if shared else x[sl]
-            outs.append(self._forward_chunk({k: v[sl] for k, v in w.items()}, xc))
+        outs = [self._forward_chunk(wc, xc) for wc, xc in self._chunks(x, "x", chunk_size)]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def rollout(self, x0: torch.Tensor, steps: int, chunk_size: int | None = None) -> torch.Tensor:
@@ -322,21 +315,24 @@ class BatchedFNO(nn.Module):
             )
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps: expected an integer >= 0, got {steps!r}")
-        shared = self._check_input(x0, "x0")
-        chunk = chunk_size or self._auto_chunk(x0)
-        w = self.stacked()
         outs = []
-        for e0 in range(0, self.num_experts, chunk):
-            sl = slice(e0, min(e0 + chunk, self.num_experts))
-            wc = {k: v[sl] for k, v in w.items()}
-            n = sl.stop - sl.start
-            xt = x0.expand(n, *x0.shape) if shared else x0[sl]
+        for wc, xt in self._chunks(x0, "x0", chunk_size):
+            xt = xt.expand(next(iter(wc.values())).shape[0], *xt.shape[1:])
             frames = [xt]
             for _ in range(steps):
                 xt = self._forward_chunk(wc, xt)
                 frames.append(xt)
             outs.append(torch.stack(frames, dim=2))
         return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _chunks(self, x: torch.Tensor, name: str, chunk_size: int | None):
+        """Validate ``x`` and yield (weights, input [E_chunk|1, B, C, H, W]) per chunk of experts."""
+        shared = self._check_input(x, name)
+        chunk = self._chunk(x, chunk_size)
+        w = self.stacked()
+        for e0 in range(0, self.num_experts, chunk):
+            sl = slice(e0, min(e0 + chunk, self.num_experts))
+            yield {k: v[sl] for k, v in w.items()}, (x[None] if shared else x[sl])
 
     def _forward_chunk(self, w: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """x [E|1, B, C, H, W] -> [E, B, C_out, H, W] for the experts whose weights are ``w``."""
@@ -402,6 +398,14 @@ class BatchedFNO(nn.Module):
                 f"(needs H >= {m1} and W // 2 + 1 >= {m2})"
             )
         return x.dim() == 4
+
+    def _chunk(self, x: torch.Tensor, chunk_size: int | None) -> int:
+        """Experts per chunk: ``chunk_size`` when given, else the cache-sized default."""
+        if chunk_size is None:
+            return self._auto_chunk(x)
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size: expected an integer >= 1 or None, got {chunk_size!r}")
+        return chunk_size
 
     def _auto_chunk(self, x: torch.Tensor) -> int:
         cfg = self.config

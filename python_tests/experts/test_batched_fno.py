@@ -161,6 +161,10 @@ def test_bad_input_errors():
         bf(torch.randn(cfg.in_channels, *grid))
     with pytest.raises(TypeError, match="dtype"):
         bf(torch.randn(1, cfg.in_channels, *grid, dtype=torch.float64))
+    with pytest.raises(ValueError, match="chunk_size"):
+        bf(torch.randn(1, cfg.in_channels, *grid), chunk_size=0)
+    with pytest.raises(ValueError, match="steps"):
+        bf.rollout(torch.randn(1, cfg.in_channels, *grid), steps=-1)
     other = ExpertConfig(2, 2, 8, (8, 8), 4).build()
     with pytest.raises(ValueError, match="architecture"):
         BatchedFNO.from_modules([modules[0], other])

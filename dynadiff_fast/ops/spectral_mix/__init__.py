@@ -13,8 +13,9 @@ Gradients (PyTorch's conjugate convention) are two more calls of the same op:
     grad_w = spectral_mix(conj(x_ft)^T, grad_out)          x_ft^T:   [E, I, B, *modes]
 so every backend gets forward and backward, and double backward, from one kernel.
 
-Backends: ``torch`` (einsum), ``cpp`` (CPU, OpenMP over experts, AVX2/FMA clone when the CPU has it),
-``triton`` (planar real/imag tiles), ``cuda`` (one launch for all experts).
+Backends: ``torch`` (einsum), ``cpp`` (CPU: planar register tiles, OpenMP over (expert, output block),
+AVX2/FMA clone picked at run time), ``triton`` (planar real/imag tiles), ``cuda`` (one launch for
+all experts, weights read once, coalesced). Forward and backward of every backend are its kernel.
 """
 
 from __future__ import annotations
