@@ -69,6 +69,7 @@ def _run_method(ctx, task, name: str, strict: bool) -> dict[str, Any]:
     from dynadiff_fast.baselines import method_module
 
     module = method_module(name)
+    log.info("%s: adapting %s to %d environments", task.domain, name, task.n_env)
     try:
         with nvtx_range(f"eval/{name}"):
             return module.run(ctx, task)
