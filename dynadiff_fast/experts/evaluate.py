@@ -36,10 +36,7 @@ def _load(data: Any, sl: slice, n_experts: int, steps: int) -> torch.Tensor:
     if isinstance(data, torch.Tensor):
         return data[:, :, : steps + 1] if data.shape[0] == 1 else data[sl, :, : steps + 1]
     dataset, envs = data
-    envs = list(envs)
-    if len(envs) == 1:
-        return dataset.test(envs, normalized=True)[:, :, : steps + 1]
-    return dataset.test(envs[sl], normalized=True)[:, :, : steps + 1]
+    return dataset.test(list(envs)[sl], normalized=True)[:, :, : steps + 1]
 
 
 def _check(experts: BatchedFNO, data: Any, rollout_steps: int) -> tuple[int, tuple[int, ...], int]:
@@ -107,6 +104,8 @@ def evaluate_experts(
     chunk = chunk_size or _chunk_size(experts, frame, B, rollout_steps + 1, memory_budget)
     if chunk < 1:
         raise ValueError(f"chunk_size: expected an integer >= 1, got {chunk_size!r}")
+    if not isinstance(data, torch.Tensor) and len(list(data[1])) == 1:  # one shared env: load it once
+        data = data[0].test(list(data[1]), normalized=True)[:, :, : rollout_steps + 1]
     ref = experts.stacked()["lifting.fcs.0.weight"]
     out = torch.empty(E, B, rollout_steps)
     bar = tqdm(range(0, E, chunk), desc="evaluate experts", unit="chunk", disable=None if progress else True)

@@ -53,9 +53,9 @@ def test_dataset_source(experts, rng):
         def test(self, envs, normalized=True):
             return frames[envs]
 
-    envs = [3, 0, 2]
-    got = evaluate_experts(bf, (FakeDataset(), envs), rollout_steps=2, chunk_size=2, reduce="none", progress=False)
-    torch.testing.assert_close(got, _manual(modules, frames[envs], 2), rtol=1e-4, atol=1e-6)
+    for envs in ([3, 0, 2], [1]):
+        got = evaluate_experts(bf, (FakeDataset(), envs), 2, chunk_size=2, reduce="none", progress=False)
+        torch.testing.assert_close(got, _manual(modules, frames[envs], 2), rtol=1e-4, atol=1e-6)
 
 
 def test_bad_input(experts):
