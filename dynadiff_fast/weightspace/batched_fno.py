@@ -184,8 +184,8 @@ class BatchedFNO(nn.Module):
         weights: neuraloperator state_dict key -> stacked tensor ``[E, *shape]``; every key of the
             architecture, nothing else, one E.
         parameters: True: the tensors become this module's ``nn.Parameter`` (trainable, moved by
-            ``.to``; they share storage with the given tensors). False: they are kept as given, so
-            autograd flows back to whatever produced them (``from_stacked``).
+            ``.to``; they share storage with the given tensors). False: they are kept as given (not
+            moved by ``.to``), so autograd flows back to whatever produced them (``from_stacked``).
         backend: ``ops.spectral_mix`` backend.
     """
 
@@ -256,13 +256,16 @@ class BatchedFNO(nn.Module):
         for i, b in enumerate(experts):
             if b.config != config:
                 raise ValueError(f"experts: entry {i} has architecture {b.config}, entry 0 has {config}")
-        weights = {k: torch.cat([b.stacked()[k] for b in experts]) for k in experts[0]._keys}
+        stacks = [b.stacked() for b in experts]
+        weights = {k: torch.cat([st[k] for st in stacks]) for k in stacks[0]}
         return cls.from_stacked(config, weights, backend=experts[0].backend)
 
     def select(self, idx) -> BatchedFNO:
         """The experts ``idx`` (int, slice, list or index tensor) as a BatchedFNO; autograd reaches ``self``."""
         if isinstance(idx, int):
             idx = [idx]
+        elif isinstance(idx, torch.Tensor):
+            idx = idx.cpu()
         index = torch.arange(self.num_experts)[idx]
         if index.numel() == 0:
             raise ValueError(f"idx: selects no expert out of {self.num_experts}")

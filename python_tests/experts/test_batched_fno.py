@@ -143,6 +143,7 @@ def test_select_and_cat(rng):
         full = bf(x)
         assert _rel(bf.select([3, 1])(x), full[[3, 1]]) < 1e-6
         assert _rel(bf.select(2)(x), full[2:3]) < 1e-6
+        assert _rel(bf.select(torch.tensor([0, 3]))(x), full[[0, 3]]) < 1e-6
         both = BatchedFNO.cat([bf.select(slice(0, 2)), bf.select(slice(2, 4))])
         assert both.num_experts == 4 and _rel(both(x), full) < 1e-6
 
