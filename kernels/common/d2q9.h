@@ -102,14 +102,15 @@ DD_HD float equilibrium(int i, float rho, float ux, float uy) {
 // non-equilibrium momentum flux |Pi| = sqrt(Pi:Pi), Pi = sum_i c_i c_i (g_i - f_eq_i), as
 // tau = (tau0 + sqrt(tau0^2 + 18 sqrt(2) C^2 |Pi| / rho)) / 2.
 DD_HD float smagorinsky_omega(const float g[Q], const float feq[Q], float rho, float omega, float c2) {
-  float pxx = 0.0f, pyy = 0.0f, pxy = 0.0f;
+  float neq[Q];
   DD_UNROLL
-  for (int i = 0; i < Q; ++i) {
-    const float neq = g[i] - feq[i];
-    pxx += cx(i) * cx(i) * neq;
-    pyy += cy(i) * cy(i) * neq;
-    pxy += cx(i) * cy(i) * neq;
-  }
+  for (int i = 0; i < Q; ++i) neq[i] = g[i] - feq[i];
+  // Pi written out for the D2Q9 velocities (c_x^2 = 1 for E/W/diagonals, c_y^2 for N/S/diagonals,
+  // c_x c_y = +1 for NE/SW, -1 for NW/SE): no per-population switch left for the CPU vectoriser.
+  const float diag = neq[5] + neq[6] + neq[7] + neq[8];
+  const float pxx = neq[1] + neq[3] + diag;
+  const float pyy = neq[2] + neq[4] + diag;
+  const float pxy = (neq[5] + neq[7]) - (neq[6] + neq[8]);
   const float pi = sqrtf(pxx * pxx + pyy * pyy + 2.0f * pxy * pxy);
   const float tau0 = 1.0f / omega;
   return 2.0f / (tau0 + sqrtf(tau0 * tau0 + 25.455844f * c2 * pi / rho));  // 25.455844 = 18 sqrt(2)
