@@ -16,19 +16,24 @@ cells, viscosity ``nu = U D / Re``, relaxation time ``tau = 3 nu + 1/2`` (per en
 ``tau > 1/2 + tau_margin`` (collision stability of an under-resolved wake) and ``Mach <= max_mach``
 (compressibility error ~ Ma^2).
 
-Boundaries (``ops.lbm_step``): Zou-He velocity inlet ``(U, 0)`` at x = 0; zero-gradient outlet at x = W-1; channel walls free-slip (specular
-reflection, default: no wall boundary layers, closest to the unbounded wake) or no-slip (bounce-back);
-halfway bounce-back on the cylinder, whose mask is per environment. Collision TRT (Lambda = 1/4, default)
+Boundaries (``ops.lbm_step``): Zou-He velocity inlet ``(U, 0)`` at x = 0; zero-gradient outlet at x = W-1;
+channel walls free-slip (specular reflection, default: no wall boundary layers, closest to the unbounded
+wake), no-slip (bounce-back) or periodic; halfway bounce-back on the cylinder, whose mask is per environment. Collision TRT (Lambda = 1/4, default)
 or BGK, with a Smagorinsky eddy viscosity (constant ``smagorinsky`` = 0.1; 0 turns it off). At the paper's
 Re the near wake is under-resolved on coarse lattices (tau - 1/2 down to 0.0016 at refine 1, 0.0048 at
 refine 3) and plain BGK/TRT blow up there (TRT did at tau - 1/2 = 0.004, D = 17 cells); the eddy
 viscosity only acts where the non-equilibrium stress is large, i.e. at the grid scale.
 
-Initial states and burn-in. ``random_initial`` gives the uniform inflow ``u = 1`` plus a smooth random
-perturbation of relative amplitude ``perturbation`` in both components (seeded). Without ``initial``,
+Initial states and burn-in. ``random_initial`` gives the uniform inflow ``u = 1`` plus a smooth zero-mean
+random perturbation of relative amplitude ``perturbation`` in both components (seeded); a given
+``initial`` enters the lattice at equilibrium (rho = 1), each saved cell repeated ``refine x refine`` times. Without ``initial``,
 ``simulate`` starts from ``random_initial(n, seed)`` and runs ``burn_in`` steps first, so the recorded
 frames show developed vortex shedding; the random perturbation breaks the up-down symmetry (triggering
-shedding) and differs per row, which sets a different shedding phase per trajectory.
+shedding) and differs per row, which sets a different shedding phase per trajectory. Shedding is
+developed after ~8,000 reference steps at Re 200 (slowest onset); the default burn-in is 20,000.
+
+Cost. One LBM step updates ``n * 9 * H_lat * W_lat`` populations (73 B of memory traffic per cell).
+CPU (one core, ``refine=1``): see ``bench/bench_lbm.py --simulate``; GPU: the ``cuda`` backend.
 """
 
 from __future__ import annotations
