@@ -64,6 +64,27 @@ def _fwd_kernel(
 
 
 @triton.jit
+def _query_block(q_ptr, do_ptr, lse_ptr, delta_ptr, qkv_off, o_off, bh, rows, N, sqn, son,
+                 DH: tl.constexpr, BD: tl.constexpr):  # fmt: skip
+    """q, do [BM, BD] and lse, delta [BM] of the query rows ``rows`` (zeros past N)."""
+    rmask = rows < N
+    q = _load_block(q_ptr + qkv_off, rows, N, sqn, DH, BD)
+    do = _load_block(do_ptr + o_off, rows, N, son, DH, BD)
+    lse = tl.load(lse_ptr + bh.to(tl.int64) * N + rows, mask=rmask, other=0.0)
+    delta = tl.load(delta_ptr + bh.to(tl.int64) * N + rows, mask=rmask, other=0.0)
+    return q, do, lse, delta
+
+
+@triton.jit
+def _probs_and_dscores(q, k, v, do, lse, delta, rows, cols, N, qk_scale, PREC: tl.constexpr):
+    """p = the tile's softmax probabilities (0 outside N x N) and ds = p (do v^T - delta) = dL/ds."""
+    s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+    p = tl.where((rows < N)[:, None] & (cols < N)[None, :], tl.exp2(s - lse[:, None]), 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+    return p, p * (dp - delta[:, None])
+
+
+@triton.jit
 def _bwd_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
     sqb, sqh, sqn, sob, soh, son,
@@ -81,16 +102,11 @@ def _bwd_dkdv_kernel(
     dv = tl.zeros((BN, BD), tl.float32)
     for m0 in range(0, N, BM):
         rows = m0 + tl.arange(0, BM)
-        rmask = rows < N
-        q = _load_block(q_ptr + qkv_off, rows, N, sqn, DH, BD)
-        do = _load_block(do_ptr + o_off, rows, N, son, DH, BD)
-        lse = tl.load(lse_ptr + bh.to(tl.int64) * N + rows, mask=rmask, other=0.0)
-        delta = tl.load(delta_ptr + bh.to(tl.int64) * N + rows, mask=rmask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        p = tl.where(rmask[:, None] & (cols < N)[None, :], tl.exp2(s - lse[:, None]), 0.0)
+        q, do, lse, delta = _query_block(
+            q_ptr, do_ptr, lse_ptr, delta_ptr, qkv_off, o_off, bh, rows, N, sqn, son, DH, BD
+        )
+        p, ds = _probs_and_dscores(q, k, v, do, lse, delta, rows, cols, N, qk_scale, PREC)
         dv += tl.dot(tl.trans(p), do, input_precision=PREC)
-        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-        ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds), q, input_precision=PREC)
     dcols = tl.arange(0, BD)
     mask = (cols < N)[:, None] & (dcols < DH)[None, :]
@@ -111,24 +127,19 @@ def _bwd_dq_kernel(
     qkv_off = b.to(tl.int64) * sqb + h * sqh
     o_off = b.to(tl.int64) * sob + h * soh
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
-    rmask = rows < N
-    q = _load_block(q_ptr + qkv_off, rows, N, sqn, DH, BD)
-    do = _load_block(do_ptr + o_off, rows, N, son, DH, BD)
-    lse = tl.load(lse_ptr + bh.to(tl.int64) * N + rows, mask=rmask, other=0.0)
-    delta = tl.load(delta_ptr + bh.to(tl.int64) * N + rows, mask=rmask, other=0.0)
+    q, do, lse, delta = _query_block(q_ptr, do_ptr, lse_ptr, delta_ptr, qkv_off, o_off, bh, rows, N, sqn, son, DH, BD)
     dq = tl.zeros((BM, BD), tl.float32)
     for n0 in range(0, N, BN):
         cols = n0 + tl.arange(0, BN)
         k = _load_block(k_ptr + qkv_off, cols, N, sqn, DH, BD)
         v = _load_block(v_ptr + qkv_off, cols, N, sqn, DH, BD)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        p = tl.where(rmask[:, None] & (cols < N)[None, :], tl.exp2(s - lse[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-        ds = p * (dp - delta[:, None])
+        _, ds = _probs_and_dscores(q, k, v, do, lse, delta, rows, cols, N, qk_scale, PREC)
         dq += tl.dot(ds, k, input_precision=PREC)
     dcols = tl.arange(0, BD)
     tl.store(
-        dq_ptr + o_off + rows[:, None] * son + dcols[None, :], dq * scale, mask=rmask[:, None] & (dcols < DH)[None, :]
+        dq_ptr + o_off + rows[:, None] * son + dcols[None, :],
+        dq * scale,
+        mask=(rows < N)[:, None] & (dcols < DH)[None, :],
     )
 
 
