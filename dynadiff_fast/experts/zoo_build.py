@@ -57,15 +57,18 @@ BASE_CKPT = "base_train.pt"
 class ZooPreset:
     """Training settings of a zoo preset (``None`` fields of ``ZooBuildConfig`` are taken from here)."""
 
+    experts_per_env: int
     pretrain_epochs: int
     finetune_epochs: int
     lr: float
+    finetune_lr: float
     batch_size: int
     val_rollout_steps: int
     envs_per_step: int
 
 
-# paper: Adam lr 1e-4, pretraining epochs per system and 50 fine-tuning epochs (App. C, Table 3); the batch
+# paper: 100 experts per seen environment (Sec. 4), Adam lr 1e-4, pretraining epochs per system and 50
+# fine-tuning epochs (App. C, Table 3); the batch
 # size is not given in the paper (32 here); validation rollouts of 50 steps (App. B test protocol for
 # Kolmogorov/NS; 100 for cylinder flow and lambda-omega). tiny/small: larger lr, few epochs (CPU minutes).
 _PAPER_PRETRAIN = {"cylinder_flow": 20, "lambda_omega": 100, "kolmogorov": 10, "navier_stokes": 10}
@@ -74,16 +77,18 @@ _PAPER_ROLLOUT = {"cylinder_flow": 100, "lambda_omega": 100}
 
 def zoo_preset(system_name: str, preset: str) -> ZooPreset:
     if preset == "tiny":
-        return ZooPreset(pretrain_epochs=20, finetune_epochs=8, lr=1e-3, batch_size=16, val_rollout_steps=10,
-                         envs_per_step=8)  # fmt: skip
+        return ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=10, lr=3e-3, finetune_lr=1e-3,
+                         batch_size=16, val_rollout_steps=10, envs_per_step=8)  # fmt: skip
     if preset == "small":
-        return ZooPreset(pretrain_epochs=20, finetune_epochs=20, lr=5e-4, batch_size=32, val_rollout_steps=20,
-                         envs_per_step=4)  # fmt: skip
+        return ZooPreset(experts_per_env=16, pretrain_epochs=20, finetune_epochs=20, lr=1e-3, finetune_lr=5e-4,
+                         batch_size=32, val_rollout_steps=20, envs_per_step=4)  # fmt: skip
     if preset == "paper":
         return ZooPreset(
+            experts_per_env=100,
             pretrain_epochs=_PAPER_PRETRAIN.get(system_name, 10),
             finetune_epochs=50,
             lr=1e-4,
+            finetune_lr=1e-4,
             batch_size=32,
             val_rollout_steps=_PAPER_ROLLOUT.get(system_name, 50),
             envs_per_step=1,
@@ -95,12 +100,13 @@ def zoo_preset(system_name: str, preset: str) -> ZooPreset:
 class ZooBuildConfig:
     data: str = field(default="", metadata={"help": "dataset .h5 written by `dynadiff simulate`"})
     out: str = field(default="", metadata={"help": "zoo folder (created; an existing one is resumed)"})
-    experts_per_env: int = field(default=8, metadata={"help": "K: experts fine-tuned per seen environment"})
+    experts_per_env: int | None = field(default=None, metadata={"help": "K: experts per seen environment"})
     preset: str = field(default="tiny", metadata={"help": "tiny | small | paper (expert size and training)"})
     seed: int = field(default=0, metadata={"help": "seed of pretraining and of every expert's noise and order"})
-    pretrain_epochs: int | None = field(default=None, metadata={"help": "base-model epochs (default: preset)"})
-    finetune_epochs: int | None = field(default=None, metadata={"help": "expert epochs (default: preset)"})
-    lr: float | None = field(default=None, metadata={"help": "Adam learning rate (default: preset)"})
+    pretrain_epochs: int | None = field(default=None, metadata={"help": "base-model epochs; None: from the preset"})
+    finetune_epochs: int | None = field(default=None, metadata={"help": "expert epochs; None: from the preset"})
+    lr: float | None = field(default=None, metadata={"help": "pretraining Adam lr; None: from the preset"})
+    finetune_lr: float | None = field(default=None, metadata={"help": "fine-tuning Adam lr; None: from the preset"})
     batch_size: int | None = field(default=None, metadata={"help": "one-step pairs per minibatch (per expert)"})
     noise_scale: float = field(default=0.02, metadata={"help": "noise on one layer, relative to its RMS"})
     val_rollout_steps: int | None = field(default=None, metadata={"help": "validation rollout length"})
@@ -119,6 +125,7 @@ _IDENTITY_FIELDS = (
     "pretrain_epochs",
     "finetune_epochs",
     "lr",
+    "finetune_lr",
     "batch_size",
     "noise_scale",
     "val_rollout_steps",
@@ -143,8 +150,9 @@ def resolve(cfg: ZooBuildConfig, system_name: str, n_frames: int) -> ZooBuildCon
     for name in ("pretrain_epochs", "finetune_epochs"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name}: expected an integer >= 0, got {getattr(cfg, name)}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise ValueError(f"lr: expected a finite value > 0, got {cfg.lr}")
+    for name in ("lr", "finetune_lr"):
+        if not (getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name))):
+            raise ValueError(f"{name}: expected a finite value > 0, got {getattr(cfg, name)}")
     if not (cfg.noise_scale >= 0 and math.isfinite(cfg.noise_scale)):
         raise ValueError(f"noise_scale: expected a finite value >= 0, got {cfg.noise_scale}")
     return cfg
@@ -345,7 +353,7 @@ def finetune_group(
     experts = experts.to(train.device)
     env_of_expert = torch.tensor(rows).repeat_interleave(k_per)
     history = tr.finetune_experts(
-        experts, train, env_of_expert, generators, cfg.finetune_epochs, cfg.lr, cfg.batch_size, bar.update
+        experts, train, env_of_expert, generators, cfg.finetune_epochs, cfg.finetune_lr, cfg.batch_size, bar.update
     )
     experts.eval()
     base_model = BatchedFNO.from_state_dicts(expert_cfg, [base]).to(train.device).eval()
@@ -471,9 +479,9 @@ def build_zoo(cfg: ZooBuildConfig) -> Path:
             cfg = resolve(cfg, ds.system_name, ds.n_frames)
             expert_cfg = _expert_config(ds, cfg)
             log.info(
-                "%s: %d seen environments x %d experts; pretrain %d epochs, fine-tune %d epochs, lr %g, batch %d",
-                ds.system_name, len(ds.split["seen"]), cfg.experts_per_env, cfg.pretrain_epochs,
-                cfg.finetune_epochs, cfg.lr, cfg.batch_size,
+                "%s: %d seen environments x %d experts; pretrain %d epochs (lr %g), fine-tune %d epochs (lr %g), batch %d",
+                ds.system_name, len(ds.split["seen"]), cfg.experts_per_env, cfg.pretrain_epochs, cfg.lr,
+                cfg.finetune_epochs, cfg.finetune_lr, cfg.batch_size,
             )  # fmt: skip
             check_or_pin_identity(out, build_identity(cfg, ds, expert_cfg), info)
             if info.is_main:

@@ -83,7 +83,8 @@ def dataset(tmp_path_factory):
 def _cfg(data, out, **kw):
     base = dict(
         data=str(data), out=str(out), experts_per_env=2, preset="tiny", pretrain_epochs=4, finetune_epochs=4,
-        lr=3e-3, batch_size=8, val_rollout_steps=3, envs_per_step=2, expert=SMALL_EXPERT, progress=False,
+        lr=3e-3, finetune_lr=3e-3, batch_size=8, val_rollout_steps=3, envs_per_step=2, expert=SMALL_EXPERT,
+        progress=False,
     )  # fmt: skip
     base.update(kw)
     return zoo_build.ZooBuildConfig(**base)
@@ -229,7 +230,8 @@ def test_open_rejects_foreign_or_mismatched_zoos(built, tmp_path):
 
 
 def test_bad_config_values_name_the_argument(dataset, tmp_path):
-    for kw, name in [({"experts_per_env": 0}, "experts_per_env"), ({"lr": -1.0}, "lr"), ({"noise_scale": -0.1}, "noise_scale"),
+    for kw, name in [({"experts_per_env": 0}, "experts_per_env"), ({"lr": -1.0}, "lr"),
+                     ({"finetune_lr": 0.0}, "finetune_lr"), ({"noise_scale": -0.1}, "noise_scale"),
                      ({"val_rollout_steps": 50}, "val_rollout_steps"), ({"preset": "huge"}, "preset")]:  # fmt: skip
         with pytest.raises(ValueError, match=name):
             zoo_build.build_zoo(_cfg(dataset, tmp_path / "z", **kw))
