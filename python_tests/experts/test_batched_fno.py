@@ -205,3 +205,16 @@ def test_float64_experts(rng):
         assert _rel(bf(x).double(), y64) < 1e-5
     with pytest.raises(TypeError, match="dtype"):
         bf64(x)
+
+
+@pytest.mark.slow
+def test_torch_compile_full_graph(rng):
+    """The custom op (fake impl + autograd) lets torch.compile capture a whole BatchedFNO step."""
+    cfg = ExpertConfig(2, 2, 8, (6, 6), 2)
+    bf = BatchedFNO.from_modules(_experts(cfg, 2))
+    x = torch.randn(2, 2, 16, 16, generator=rng)
+    compiled = torch.compile(bf, backend="aot_eager", fullgraph=True)
+    y = compiled(x)
+    assert _rel(y, bf(x)) < 1e-6
+    y.square().sum().backward()
+    assert all(w.grad is not None for w in bf.stacked().values())

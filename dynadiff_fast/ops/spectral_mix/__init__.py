@@ -123,4 +123,10 @@ def spectral_mix(x_ft, weight, backend: str = "auto") -> torch.Tensor:
     """
     x_ft, weight = as_tensor(x_ft, "x_ft"), as_tensor(weight, "weight")
     check_inputs(x_ft, weight)
-    return _spectral_mix_op(x_ft, weight, OP.resolve(backend, x_ft.device.type))
+    return _spectral_mix_op(x_ft, weight, _resolve(backend, x_ft.device.type))
+
+
+@torch.compiler.assume_constant_result
+def _resolve(backend: str, device_type: str) -> str:
+    # A constant under torch.compile: the backend choice is made at trace time, not traced.
+    return OP.resolve(backend, device_type)
