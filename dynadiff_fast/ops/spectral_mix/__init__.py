@@ -58,6 +58,14 @@ OP = _backend.register(
 )
 
 
+def dense(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a contiguous tensor without a lazy conjugate bit, in at most one copy pass."""
+    if t.is_contiguous() and not t.is_conj():
+        return t
+    out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    return out.copy_(t)  # copy_ materialises the conjugation and the layout together
+
+
 def check_inputs(x_ft: torch.Tensor, weight: torch.Tensor) -> None:
     """Raise ``TypeError``/``ValueError`` naming the argument when the shapes or dtypes do not fit."""
     check_tensor(x_ft, "x_ft", dtypes=COMPLEX)
@@ -99,12 +107,14 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_out):
+    # Lazy conjugate/transposed views: einsum takes them as they are, the kernels materialise each in
+    # one copy pass (``dense``).
     x_ft, weight = ctx.saved_tensors
     grad_x = grad_w = None
     if ctx.needs_input_grad[0]:
-        grad_x = _spectral_mix_op(grad_out, weight.conj().transpose(1, 2).resolve_conj(), ctx.backend)
+        grad_x = _spectral_mix_op(grad_out, weight.conj().transpose(1, 2), ctx.backend)
     if ctx.needs_input_grad[1]:
-        grad_w = _spectral_mix_op(x_ft.conj().transpose(1, 2).resolve_conj(), grad_out, ctx.backend)
+        grad_w = _spectral_mix_op(x_ft.conj().transpose(1, 2), grad_out, ctx.backend)
     return grad_x, grad_w, None
 
 

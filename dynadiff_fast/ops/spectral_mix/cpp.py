@@ -6,6 +6,7 @@ import torch
 
 from dynadiff_fast import _backend
 from dynadiff_fast._tensor import tensor_arg
+from dynadiff_fast.ops.spectral_mix import dense
 
 
 def kernel_args(x_ft: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, tuple, tuple]:
@@ -15,8 +16,8 @@ def kernel_args(x_ft: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor,
     E, B, I = x_ft.shape[:3]
     O, modes = weight.shape[2], x_ft.shape[3:]
     M = x_ft[0, 0, 0].numel() if x_ft.numel() else int(torch.Size(modes).numel())
-    x = x_ft.resolve_conj().contiguous().reshape(E, B, I, M)
-    w = weight.resolve_conj().contiguous().reshape(E, I, O, M)
+    x = dense(x_ft).reshape(E, B, I, M)
+    w = dense(weight).reshape(E, I, O, M)
     out = torch.empty((E, B, O, *modes), dtype=x_ft.dtype, device=x_ft.device)
     args = (
         tensor_arg(torch.view_as_real(x), "x_ft"),

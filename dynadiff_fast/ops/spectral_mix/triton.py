@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from dynadiff_fast.ops.spectral_mix import dense
+
 BLOCK_Q = 128
 
 
@@ -49,8 +51,8 @@ def spectral_mix(x_ft: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     out = torch.empty((E, B, O, *modes), dtype=x_ft.dtype, device=x_ft.device)
     if out.numel() == 0:
         return out
-    x = torch.view_as_real(x_ft.resolve_conj().contiguous())
-    w = torch.view_as_real(weight.resolve_conj().contiguous())
+    x = torch.view_as_real(dense(x_ft))
+    w = torch.view_as_real(dense(weight))
     block_b = min(triton.next_power_of_2(B), 4)
     grid = (E, triton.cdiv(O * M, BLOCK_Q), triton.cdiv(B, block_b))
     _spectral_mix_kernel[grid](x, w, torch.view_as_real(out), B, I, O, M, BLOCK_B=block_b, BLOCK_Q=BLOCK_Q)
