@@ -78,3 +78,13 @@ def test_bad_arguments():
         ExpertConfig(2, 2, 0, (8, 8), 4)
     with pytest.raises(TypeError, match="FNO"):
         ExpertConfig.from_module(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("system", FIELD_SYSTEMS)
+def test_channels_match_the_system(system):
+    from dynadiff_fast.systems import system_class
+
+    n = len(system_class(system).channel_names)
+    for preset in PRESETS:
+        cfg = expert_config(system, preset)
+        assert cfg.in_channels == cfg.out_channels == n
