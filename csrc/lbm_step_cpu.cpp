@@ -1,5 +1,6 @@
 // CPU kernel of the fused D2Q9 stream + collide step (pull scheme), OpenMP over environments x rows.
 // The per-cell update is kernels/common/d2q9.h, the same code the CUDA kernel runs.
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -31,6 +32,16 @@ void check_shape(const TensorArg& t, const char* name, std::initializer_list<int
   }
 }
 
+// Pulled populations of interior cell x; the bounce-back choice is a select between two loads.
+inline void gather(float g[lbm::Q], const float* const src[], const float* const self[],
+                   const uint8_t* const src_solid[], int x) {
+  DD_UNROLL
+  for (int i = 0; i < lbm::Q; ++i) {
+    const float pulled = src[i][x], bounced = self[i][x];
+    g[i] = src_solid[i][x] ? bounced : pulled;
+  }
+}
+
 // Cells of row y with x in [1, W-2] whose 3x3 source rows are valid (periodic or interior rows): the
 // pull is a fixed offset per population, so the loop is branch-light and vectorises over x. Same
 // rules as d2q9::pull_index + cell_update (bounce-back from solid sources, rest state in solids).
@@ -52,17 +63,33 @@ void interior_row(const float* __restrict__ fin, float* __restrict__ fout, const
   }
   const uint8_t* solid_row = solid + static_cast<int64_t>(y) * a.W;
   float* out = fout + static_cast<int64_t>(y) * a.W;
+  constexpr int kChunk = 64;
+  for (int x0 = 1; x0 < a.W - 1; x0 += kChunk) {
+    const int len = std::min(kChunk, a.W - 1 - x0);
+    // With the Smagorinsky model the per-cell rate needs two square roots, whose libm errno path keeps
+    // g++ from vectorising; they get their own scalar pass between two vectorised ones.
+    float rate[kChunk], rho_buf[kChunk];
+    if (kSmagorinsky) {
 #pragma GCC ivdep
-  for (int x = 1; x < a.W - 1; ++x) {
-    float g[lbm::Q];
-    DD_UNROLL
-    for (int i = 0; i < lbm::Q; ++i) {
-      const float pulled = src[i][x], bounced = self[i][x];
-      g[i] = src_solid[i][x] ? bounced : pulled;
+      for (int c = 0; c < len; ++c) {
+        float g[lbm::Q], feq[lbm::Q], rho, ux, uy;
+        gather(g, src, self, src_solid, x0 + c);
+        lbm::moments(g, rho, ux, uy);
+        DD_UNROLL
+        for (int i = 0; i < lbm::Q; ++i) feq[i] = lbm::equilibrium(i, rho, ux, uy);
+        rate[c] = lbm::nonequilibrium_flux2(g, feq);
+        rho_buf[c] = rho;
+      }
+      for (int c = 0; c < len; ++c) rate[c] = lbm::smagorinsky_rate(rate[c], rho_buf[c], omega, a.smagorinsky2);
     }
-    lbm::collide<kCollision, kSmagorinsky>(g, omega, a);
-    DD_UNROLL
-    for (int i = 0; i < lbm::Q; ++i) out[i * plane + x] = g[i];
+#pragma GCC ivdep
+    for (int c = 0; c < len; ++c) {
+      float g[lbm::Q];
+      gather(g, src, self, src_solid, x0 + c);
+      lbm::collide<kCollision, false>(g, kSmagorinsky ? rate[c] : omega, a);
+      DD_UNROLL
+      for (int i = 0; i < lbm::Q; ++i) out[i * plane + x0 + c] = g[i];
+    }
   }
   // Solid cells get the rest state in a second, scalar pass (a select in the loop above blocks vectorisation).
   for (int x = 1; x < a.W - 1; ++x)

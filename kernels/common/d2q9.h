@@ -101,19 +101,26 @@ DD_HD float equilibrium(int i, float rho, float ux, float uy) {
 // Smagorinsky eddy viscosity (Hou et al. 1996): the relaxation time grows with the local
 // non-equilibrium momentum flux |Pi| = sqrt(Pi:Pi), Pi = sum_i c_i c_i (g_i - f_eq_i), as
 // tau = (tau0 + sqrt(tau0^2 + 18 sqrt(2) C^2 |Pi| / rho)) / 2.
-DD_HD float smagorinsky_omega(const float g[Q], const float feq[Q], float rho, float omega, float c2) {
+// Pi:Pi of the non-equilibrium momentum flux. Pi is written out for the D2Q9 velocities (c_x^2 = 1 for
+// E/W/diagonals, c_y^2 = 1 for N/S/diagonals, c_x c_y = +1 for NE/SW, -1 for NW/SE).
+DD_HD float nonequilibrium_flux2(const float g[Q], const float feq[Q]) {
   float neq[Q];
   DD_UNROLL
   for (int i = 0; i < Q; ++i) neq[i] = g[i] - feq[i];
-  // Pi written out for the D2Q9 velocities (c_x^2 = 1 for E/W/diagonals, c_y^2 for N/S/diagonals,
-  // c_x c_y = +1 for NE/SW, -1 for NW/SE): no per-population switch left for the CPU vectoriser.
   const float diag = neq[5] + neq[6] + neq[7] + neq[8];
   const float pxx = neq[1] + neq[3] + diag;
   const float pyy = neq[2] + neq[4] + diag;
   const float pxy = (neq[5] + neq[7]) - (neq[6] + neq[8]);
-  const float pi = sqrtf(pxx * pxx + pyy * pyy + 2.0f * pxy * pxy);
+  return pxx * pxx + pyy * pyy + 2.0f * pxy * pxy;
+}
+
+DD_HD float smagorinsky_rate(float flux2, float rho, float omega, float c2) {
   const float tau0 = 1.0f / omega;
-  return 2.0f / (tau0 + sqrtf(tau0 * tau0 + 25.455844f * c2 * pi / rho));  // 25.455844 = 18 sqrt(2)
+  return 2.0f / (tau0 + sqrtf(tau0 * tau0 + 25.455844f * c2 * sqrtf(flux2) / rho));  // 25.455844 = 18 sqrt(2)
+}
+
+DD_HD float smagorinsky_omega(const float g[Q], const float feq[Q], float rho, float omega, float c2) {
+  return smagorinsky_rate(nonequilibrium_flux2(g, feq), rho, omega, c2);
 }
 
 struct StepArgs {
