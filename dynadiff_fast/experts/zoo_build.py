@@ -16,6 +16,11 @@
    protocol, shortened); ``val_rmse_one_step`` = RMSE of teacher-forced one-step predictions over the same
    frames. RMSE per frame over (C, H, W) of standardised fields (``eval.metrics.rmse``).
 
+Presets (``zoo_preset``; any field can be overridden): tiny = K 4, pretrain 10 epochs at lr 3e-3, fine-tune
+10 epochs at lr 1e-3, batch 16, 10-step validation rollouts (one CPU core, minutes); small = K 16, 20 + 20
+epochs, lr 1e-3 / 5e-4, batch 32; paper = K 100, Table 3 pretraining epochs, 50 fine-tuning epochs, lr 1e-4.
+The expert architecture is ``expert_config(system, preset)`` with the dataset's channel count.
+
 Resumable: ``build.json`` pins what the zoo is (dataset identity, expert architecture, training settings);
 a re-run with the same ones continues (base kept, finished environments kept, a missing/corrupt shard
 redone), a different dataset or setting is refused before anything is written. Every file is written
