@@ -70,7 +70,6 @@ def build_parser(words: Sequence[str], cmd: Command) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dynadiff " + " ".join(words),
         description=cmd.description or cmd.help,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", default=None, help="YAML or TOML file with config values")
     p.add_argument(

@@ -142,3 +142,11 @@ def test_shard_covers_every_item_once():
     items = list(range(11))
     parts = [shard(items, DistInfo(rank=r, world_size=3)) for r in range(3)]
     assert sorted(sum(parts, [])) == items
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    target = tmp_path / "perm.json"
+    io.write_json(target, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
