@@ -188,3 +188,14 @@ def test_simulate_command_line(tmp_path, decay_system, capsys):
     with EnvDataset(out) as ds:
         assert ds.n_frames == 4
     assert np.isfinite(ds.mean.numpy()).all()
+
+
+@pytest.mark.parametrize("preset", presets.PRESETS)
+@pytest.mark.parametrize("system", systems.list_systems())
+def test_every_preset_has_a_valid_grid_split_and_solver(system, preset):
+    p = presets.get_preset(system, preset)
+    s = systems.get_system(system, **p.system)
+    params = environment_grid(p.env_grid)
+    s.validate_params(params)
+    split = split_environments(params, p.n_seen, p.out_fraction, seed=0)
+    assert len(split["seen"]) == p.n_seen and len(split["unseen_out"]) > 0 and len(split["unseen_in"]) > 0
