@@ -85,7 +85,11 @@ def evaluate_task(ctx, ds, task, methods, strict: bool, env_chunk: int | None, k
     from dynadiff_fast.eval.protocol import truth
 
     true = truth(ds, task)
-    results, kept = {}, {"truth": true[:keep, 0]}
+    labels = [
+        f"env {e} ({', '.join(f'{v:.3g}' for v in p)})"
+        for e, p in zip(task.envs.tolist(), task.params.tolist(), strict=True)
+    ]
+    results, kept = {}, {"truth": true[:keep, 0], "labels": labels[:keep]}
     for name in methods:
         for key, adapted in _run_method(ctx, task, name, strict).items():
             if isinstance(adapted, str):

@@ -42,8 +42,11 @@ def panel_steps(steps: int, n: int = 4) -> list[int]:
     return sorted({max(1, round(steps * (i + 1) / n)) for i in range(n)})
 
 
-def rollout_panels(path: Path, truth: torch.Tensor, pred: torch.Tensor, method: str, channel: str) -> Path:
-    """truth/pred ``[n_env, T+1, C, H, W]``: rows (truth, prediction, |error|) per environment, columns = steps."""
+def rollout_panels(
+    path: Path, truth: torch.Tensor, pred: torch.Tensor, method: str, channel: str, labels: list[str] | None = None
+) -> Path:
+    """truth/pred ``[n_env, T+1, C, H, W]``: rows (truth, prediction, |error|) per environment, columns = steps;
+    ``labels``: one row label per environment (default ``env i``)."""
     plt = _plt()
     n_env, t1 = truth.shape[:2]
     steps = panel_steps(t1 - 1)
@@ -64,10 +67,11 @@ def rollout_panels(path: Path, truth: torch.Tensor, pred: torch.Tensor, method: 
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if j == 0:
-                    ax.set_ylabel(f"env {e}\n{label}", fontsize=8)
+                    ax.set_ylabel(f"{labels[e] if labels else f'env {e}'}\n{label}", fontsize=7)
                 if e == 0 and r == 0:
                     ax.set_title(f"step {t}", fontsize=9)
-    fig.suptitle(f"channel {channel}", fontsize=10)
+    fig.suptitle(f"{method}: channel {channel}, first test trajectory", fontsize=10, y=1.0)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -174,7 +178,11 @@ def write_all(out: str | Path, doc: dict, kept: dict, channel_names) -> list[Pat
         k = kept.get(d, {})
         method = next((m for m in PREFERRED if k.get(m) is not None), None)
         if method is not None and k["truth"].dim() == 5:  # 2-D fields [n, T+1, C, H, W]
-            paths.append(rollout_panels(out / f"rollout_{d}.png", k["truth"], k[method], method, channel_names[0]))
+            paths.append(
+                rollout_panels(
+                    out / f"rollout_{d}.png", k["truth"], k[method], method, channel_names[0], k.get("labels")
+                )
+            )
     if len(doc["param_names"]) in (1, 2):
         paths.append(env_errors(out / "env_errors.png", doc))
     return paths
