@@ -129,22 +129,19 @@ def truth(ds, task: Task) -> torch.Tensor:
     return ds.load(task.envs.tolist(), trajs=task.test_trajs, frames=slice(0, task.steps + 1))
 
 
-def rollout(step: StepFn, x0: torch.Tensor, steps: int) -> torch.Tensor:
-    """Autoregressive rollout ``x_{t+1} = step(x_t)``: x0 ``[..., C, *S]`` -> ``[..., steps+1, C, *S]``
-    (frame 0 = x0). ``step`` must keep the shape; the frame axis is inserted before the channel axis."""
+def rollout(step: StepFn, x0: torch.Tensor, steps: int, frame_dims: int = 3) -> torch.Tensor:
+    """Autoregressive rollout ``x_{t+1} = step(x_t)``: x0 ``[..., *frame]`` -> ``[..., steps+1, *frame]``
+    (frame 0 = x0; ``frame_dims`` trailing dims form a frame: 3 for ``[C, H, W]`` fields, 1 for ODE states)."""
     if steps < 0:
         raise ValueError(f"steps: expected >= 0, got {steps}")
+    if not 1 <= frame_dims <= x0.dim():
+        raise ValueError(f"frame_dims: expected 1..{x0.dim()} for x0 of shape {tuple(x0.shape)}, got {frame_dims}")
     frames = [x0]
     x = x0
     for _ in range(steps):
         x = step(x)
         frames.append(x)
-    return torch.stack(frames, dim=x0.dim() - _frame_rank(x0))
-
-
-def _frame_rank(x: torch.Tensor) -> int:
-    """Frame dims of a batched state: ``[C, H, W]`` (3) for fields; the protocol's ODE states are ``[C]``."""
-    return 3 if x.dim() >= 4 else 1
+    return torch.stack(frames, dim=x0.dim() - frame_dims)
 
 
 def prefix_error(rollouts: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
