@@ -43,28 +43,23 @@ def layout_of(name: str) -> RaggedLayout:
 
 
 def make_inputs(lay: RaggedLayout, E: int, D: int, device: str, pad: bool, grad: bool):
-    """Packed (or padded) values and per-layer weights, seeded."""
+    """Packed values [E, F] and stacked weights [K, D]; or, padded, one [E, n_g, f_max] block and one
+    [f_max, D] matrix per layer (separate tensors, so autograd never scatters into a whole-model buffer)."""
     g = torch.Generator().manual_seed(0)
     sizes = lay.sizes
     if not pad:
         values = torch.randn(E, lay.num_values, generator=g)
         weight = torch.randn(lay.group_feats[-1], D, generator=g) * 0.01
-    else:
-        f_max = max(f for _, f in sizes)
-        values = torch.zeros(E, lay.num_nodes, f_max)
-        for (n0, n1), (_, f) in zip(zip(lay.group_nodes, lay.group_nodes[1:]), sizes):
-            values[:, n0:n1, :f] = torch.randn(E, n1 - n0, f, generator=g)
-        weight = torch.zeros(len(sizes), f_max, D)
-        for i, (_, f) in enumerate(sizes):
-            weight[i, :f] = torch.randn(f, D, generator=g) * 0.01
-    return values.to(device).requires_grad_(grad), weight.to(device).requires_grad_(grad)
+        return values.to(device).requires_grad_(grad), weight.to(device).requires_grad_(grad)
+    f_max = max(f for _, f in sizes)
+    values = [torch.nn.functional.pad(torch.randn(E, n, f, generator=g), (0, f_max - f)) for n, f in sizes]
+    weight = [torch.nn.functional.pad(torch.randn(f, D, generator=g) * 0.01, (0, 0, 0, f_max - f)) for _, f in sizes]
+    return [v.to(device).requires_grad_(grad) for v in values], [w.to(device).requires_grad_(grad) for w in weight]
 
 
-def padded_proj(values, weight, lay: RaggedLayout) -> torch.Tensor:
-    """[E, N, f_max] @ per-layer [f_max, D] (zero padding does the ragged part)."""
-    return torch.cat(
-        [values[:, a:b] @ weight[i] for i, (a, b) in enumerate(zip(lay.group_nodes, lay.group_nodes[1:]))], 1
-    )
+def padded_proj(values, weight) -> torch.Tensor:
+    """Per layer [E, n_g, f_max] @ [f_max, D] (the zero padding does the ragged part)."""
+    return torch.cat([v @ w for v, w in zip(values, weight)], 1)
 
 
 def run(name: str, E: int, D: int, heads: int, device: str, pad: bool, backward: bool, attn: bool):
@@ -72,7 +67,7 @@ def run(name: str, E: int, D: int, heads: int, device: str, pad: bool, backward:
     values, weight = make_inputs(lay, E, D, device, pad, backward)
 
     def step():
-        y = padded_proj(values, weight, lay) if pad else lay.proj(values, weight)
+        y = padded_proj(values, weight) if pad else lay.proj(values, weight)
         if attn:
             q = y.view(E, -1, heads, D // heads).transpose(1, 2)
             y = node_attention(q, q, q)
