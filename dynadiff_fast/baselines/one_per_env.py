@@ -17,14 +17,13 @@ def run(ctx: Context, task: Task) -> dict[str, Adapted]:
     from dynadiff_fast.experts.train import finetune_experts
 
     build = ctx.zoo.manifest["build"]
-    epochs, lr, batch = build["finetune_epochs"], build["lr"], build["batch_size"]
+    # zoos built before fine-tuning had its own learning rate used ``lr`` for both phases
+    epochs, lr, batch = build["finetune_epochs"], build.get("finetune_lr", build["lr"]), build["batch_size"]
     with Timer() as t:
         data = ctx.ds.train(task.envs.tolist()).to(ctx.device)
         experts = batched(ctx.zoo.config, repeat_stacked(ctx.zoo.base_state_dict(), task.n_env)).to(ctx.device)
         gens = [ctx.generator(1000 + int(e)) for e in task.envs]
-        history = finetune_experts(
-            experts, data, torch.arange(task.n_env), gens, epochs, lr, batch
-        )
+        history = finetune_experts(experts, data, torch.arange(task.n_env), gens, epochs, lr, batch)
         experts.eval()
     final = history[-1].tolist() if len(history) else []
     return {"one_per_env": adapted_experts(experts, t.seconds, epochs=epochs, train_loss=final)}

@@ -46,7 +46,7 @@ class DemoConfig:
     progress: bool = field(default=True, metadata={"help": "tqdm bars (only on a terminal)"})
 
 
-EXPERTS_PER_ENV = {"tiny": 4, "small": 16, "paper": 50}  # paper: a zoo of 50 per environment (Sec. 4.3)
+PRESETS = ("tiny", "small", "paper")
 
 
 def run_dir(cfg: DemoConfig) -> Path:
@@ -76,7 +76,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
     zoo_cfg = ZooBuildConfig(
         data=str(data),
         out=str(zoo),
-        experts_per_env=cfg.experts_per_env or EXPERTS_PER_ENV[cfg.preset],
+        experts_per_env=cfg.experts_per_env,
         progress=cfg.progress,
         **common,
     )
@@ -204,8 +204,8 @@ def _evaluate(cfg) -> None:
 
 def run_demo(cfg: DemoConfig) -> list[dict]:
     """Run (or finish) every stage; returns the per-stage records and writes ``OUT/stages.json``."""
-    if cfg.preset not in EXPERTS_PER_ENV:
-        raise ValueError(f"preset: unknown {cfg.preset!r} (valid: {', '.join(EXPERTS_PER_ENV)})")
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"preset: unknown {cfg.preset!r} (valid: {', '.join(PRESETS)})")
     root = run_dir(cfg)
     root.mkdir(parents=True, exist_ok=True)
     config_mod.save_resolved(cfg, root / "config.yaml", seed=cfg.seed)
