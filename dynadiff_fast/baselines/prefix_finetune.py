@@ -42,7 +42,7 @@ def finetune_on_prefix(cfg, init: dict, obs: torch.Tensor, steps: tuple[int, ...
 def run(ctx: Context, task: Task) -> dict[str, Adapted]:
     steps = STEPS
     snaps = finetune_on_prefix(
-        ctx.zoo.config, ctx.zoo.base_state_dict(), task.obs.to(ctx.device), steps, ctx.budget.lr, ctx.seed
+        ctx.zoo.config, ctx.zoo.base_state_dict(), task.obs.to(ctx.device), steps, ctx.budget.prefix_lr, ctx.seed
     )
     out = {}
     for k, (weights, seconds) in snaps.items():
