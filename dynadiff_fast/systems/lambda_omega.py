@@ -62,18 +62,7 @@ class LambdaOmega(System):
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        for name in ("length", "mu", "dt_frame", "cfl", "ic_tau", "ic_amplitude"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{self.name}: {name} must be > 0, got {getattr(self, name)}")
-        if not isinstance(self.resolution, int) or self.resolution < 8:
-            raise ValueError(f"{self.name}: resolution must be an int >= 8, got {self.resolution!r}")
-        if not self.burn_in >= 0:
-            raise ValueError(f"{self.name}: burn_in must be >= 0, got {self.burn_in}")
-        if not isinstance(self.substeps, int) or self.substeps < 0:
-            raise ValueError(f"{self.name}: substeps must be an int >= 0 (0 = automatic), got {self.substeps!r}")
-        if self.cfl > spectral.COURANT_LIMIT:
-            raise ValueError(f"{self.name}: cfl must be <= {spectral.COURANT_LIMIT}, got {self.cfl}")
-        spectral.dtype_of(self.dtype)
+        spectral.validate_settings(self, ("length", "mu", "dt_frame", "cfl", "ic_tau", "ic_amplitude"))
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -63,19 +63,7 @@ class VorticitySystem(System):
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        positive = {"dt_frame": self.dt_frame, "cfl": self.cfl, "ic_tau": self.ic_tau}
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{self.name}: {name} must be > 0, got {value}")
-        if not isinstance(self.resolution, int) or self.resolution < 8:
-            raise ValueError(f"{self.name}: resolution must be an int >= 8, got {self.resolution!r}")
-        if not self.burn_in >= 0:
-            raise ValueError(f"{self.name}: burn_in must be >= 0, got {self.burn_in}")
-        if not isinstance(self.substeps, int) or self.substeps < 0:
-            raise ValueError(f"{self.name}: substeps must be an int >= 0 (0 = automatic), got {self.substeps!r}")
-        if self.cfl > spectral.COURANT_LIMIT:
-            raise ValueError(f"{self.name}: cfl must be <= {spectral.COURANT_LIMIT}, got {self.cfl}")
-        spectral.dtype_of(self.dtype)
+        spectral.validate_settings(self, ("dt_frame", "cfl", "ic_tau"))
 
     # ---- what a concrete system defines ----------------------------------------------------------
     def diffusivity(self, params: torch.Tensor) -> torch.Tensor:

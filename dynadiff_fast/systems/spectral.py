@@ -35,6 +35,23 @@ from dynadiff_fast.systems.base import SolverInstability
 COURANT_LIMIT = 1.0
 
 
+def validate_settings(system, positive: tuple[str, ...]) -> None:
+    """Setting checks shared by the pseudo-spectral systems: ``positive`` fields > 0, resolution an int
+    >= 8, burn_in >= 0, substeps an int >= 0 (0 = automatic), cfl within the Courant limit, known dtype."""
+    for name in positive:
+        if not getattr(system, name) > 0:
+            raise ValueError(f"{system.name}: {name} must be > 0, got {getattr(system, name)}")
+    if not isinstance(system.resolution, int) or system.resolution < 8:
+        raise ValueError(f"{system.name}: resolution must be an int >= 8, got {system.resolution!r}")
+    if not system.burn_in >= 0:
+        raise ValueError(f"{system.name}: burn_in must be >= 0, got {system.burn_in}")
+    if not isinstance(system.substeps, int) or system.substeps < 0:
+        raise ValueError(f"{system.name}: substeps must be an int >= 0 (0 = automatic), got {system.substeps!r}")
+    if system.cfl > COURANT_LIMIT:
+        raise ValueError(f"{system.name}: cfl must be <= {COURANT_LIMIT}, got {system.cfl}")
+    dtype_of(system.dtype)
+
+
 def dtype_of(name: str) -> torch.dtype:
     """``"float32"``/``"float64"`` -> torch dtype (the solver settings store the name)."""
     table = {"float32": torch.float32, "float64": torch.float64}
