@@ -40,7 +40,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("generate",): ("dynadiff_fast.generative.generate_cli", "generate expert weights from observed frames"),
     ("evaluate",): ("dynadiff_fast.eval.evaluate_cli", "evaluate DynaDiff and the baselines on a dataset"),
     ("demo",): ("dynadiff_fast.pipeline.demo", "the whole pipeline on a small preset (the main job)"),
-    ("bench",): ("dynadiff_fast._bench", "run the benchmarks in bench/"),
+    ("benchmark",): ("dynadiff_fast.pipeline.benchmark", "the pipeline over several seeds, with statistics"),
+    ("bench",): ("dynadiff_fast._bench", "run the benchmarks in bench/ (kernel and solver speed)"),
 }
 
 

@@ -30,3 +30,25 @@ def method_module(name: str):
 def result_keys(methods=None) -> list[str]:
     """Result keys of ``methods`` (all when None), in report order."""
     return [k for m in (methods or METHODS) for k in method_module(m).NAMES]
+
+
+def resolve_methods(names=None) -> tuple[list[str], set[str] | None]:
+    """Method names and/or result keys -> (method modules to run, result keys to keep; None: all of them).
+
+    ``["ccm", "dynadiff_prefix"]`` runs the ccm and dynadiff modules and keeps ccm plus dynadiff's one variant
+    (methods producing several keys, such as dynadiff's four, skip the variants not asked for)."""
+    if not names:
+        return list(METHODS), None
+    owner = {key: m for m in METHODS for key in method_module(m).NAMES}
+    modules, keys = [], set()
+    for name in names:
+        if name in METHODS:
+            module, wanted = name, set(method_module(name).NAMES)
+        elif name in owner:
+            module, wanted = owner[name], {name}
+        else:
+            raise ValueError(f"methods: unknown {name!r} (valid: {', '.join([*METHODS, *owner])})")
+        if module not in modules:
+            modules.append(module)
+        keys |= wanted
+    return modules, keys

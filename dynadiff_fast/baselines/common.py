@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from dynadiff_fast.eval.protocol import prefix_error
+from dynadiff_fast.experts.evaluate import paired_prefix_errors, prefix_error  # noqa: F401  (re-exported)
 
 Stacked = dict[str, torch.Tensor]
 
@@ -52,6 +52,7 @@ class Budget:
 
 BUDGETS = {
     "tiny": Budget(conditioned_epochs=4, context_epochs=4, search_points=21),
+    "bench": Budget(conditioned_epochs=4, context_epochs=4, search_points=21),
     "small": Budget(),
     "paper": Budget(conditioned_epochs=100, context_epochs=100, lr=1e-4, batch_size=32),
 }
@@ -75,6 +76,7 @@ class Context:
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     n_samples: int = 4  # DynaDiff samples per environment
+    keys: set[str] | None = None  # result keys asked for (None: all); a method may skip the others
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def cached(self, key: str, build: Callable[[], Any]) -> Any:
@@ -193,19 +195,6 @@ def prefix_rollout_errors(experts, obs: torch.Tensor, chunk: int = 256) -> torch
             roll = sub.rollout(obs[:, 0], length - 1)  # [e, N, L, ...]
             errs.append(prefix_error(roll.transpose(0, 1), obs))  # [N, e]
     return torch.cat(errs, dim=1)
-
-
-def paired_prefix_errors(experts, obs: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """Prefix error of expert ``e`` on ITS OWN observation sequence ``obs[e]`` (``obs [E, L, C, *S]``) -> ``[E]``."""
-    length = obs.shape[1]
-    errs = []
-    with torch.no_grad():
-        for start in range(0, experts.num_experts, chunk):
-            idx = torch.arange(start, min(experts.num_experts, start + chunk))
-            sub = experts if idx.numel() == experts.num_experts else experts.select(idx)
-            roll = sub.rollout(obs[idx, :1], length - 1)  # [e, 1, L, ...]
-            errs.append(prefix_error(roll, obs[idx])[:, 0])
-    return torch.cat(errs)
 
 
 # ---- coordinate search -------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """DynaDiff (the method): expert weights generated from the observed frames (``DynaDiff.generate``).
 
-dynadiff_prefix       K samples per environment, the one with the lowest one-step error on the observed
-                      frame pairs kept (select="prefix").
+dynadiff_prefix       K samples per environment, the one with the best prefix score on the observed frames
+                      kept (select="prefix"; the score every prefix-based method selects by).
 dynadiff_none         all K samples kept (select="none"); metrics average over the samples, and the std
                       over samples is part of the reported spread.
 dynadiff_shuffled     control: each environment prompted with another environment's observations
@@ -39,6 +39,8 @@ def run(ctx: Context, task: Task) -> dict[str, Adapted]:
     obs = task.obs.to(ctx.device)
     out = {}
     for key, (select, mode) in VARIANTS.items():
+        if ctx.keys is not None and key not in ctx.keys:
+            continue
         with Timer() as t:
             experts, _ = dd.generate(obs, n_samples=ctx.n_samples, select=select, seed=ctx.seed, prompt_mode=mode)
         k = 1 if select == "prefix" else ctx.n_samples

@@ -32,6 +32,9 @@ class SimulateConfig:
     preset: str = field(default="tiny", metadata={"help": "tiny | small | paper"})
     out: str | None = field(default=None, metadata={"help": "output .h5 (default runs/data/SYSTEM_PRESET.h5)"})
     seed: int = field(default=0, metadata={"help": "seed for the split and the initial conditions"})
+    split_seed: int | None = field(
+        default=None, metadata={"help": "seed of the seen/unseen split alone (default: seed)"}
+    )
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
     backend: str = field(default="auto", metadata={"help": "solver kernel backend"})
     envs_per_call: int = field(default=4, metadata={"help": "environments per batched solver call"})
@@ -84,7 +87,8 @@ def simulate_dataset(cfg: SimulateConfig, progress: bool = True) -> Path:
 
     params = environment_grid(preset.env_grid)
     system.validate_params(params)  # fail before any work on unstable parameters
-    split = split_environments(params, preset.n_seen, preset.out_fraction, cfg.seed)
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    split = split_environments(params, preset.n_seen, preset.out_fraction, split_seed)
     n_traj = preset.n_train_traj + preset.n_test_traj
     partial = out.with_name(out.name + ".partial")
     frame_shape = (len(system.channel_names), *system.grid) if system.grid else (len(system.channel_names),)

@@ -35,7 +35,9 @@ class EvaluateConfig:
     data: str = field(default="", metadata={"help": "dataset .h5 (`dynadiff simulate`)"})
     out: str = field(default="", metadata={"help": "output folder"})
     zoo: str | None = field(default=None, metadata={"help": "zoo folder (default: RUN/zoo or RUN/../zoo)"})
-    methods: tuple[str, ...] | None = field(default=None, metadata={"help": "methods to run (None: all)"})
+    methods: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "methods or result keys to run, e.g. [ccm, dynadiff_prefix] (None: all)"}
+    )
     preset: str = field(default="tiny", metadata={"help": "training budgets of the baselines: tiny|small|paper"})
     n_samples: int = field(default=4, metadata={"help": "DynaDiff samples per environment"})
     seed: int = field(default=0, metadata={"help": "seed of every random choice"})
@@ -92,6 +94,8 @@ def evaluate_task(ctx, ds, task, methods, strict: bool, env_chunk: int | None, k
     results, kept = {}, {"truth": true[:keep, 0], "labels": labels[:keep]}
     for name in methods:
         for key, adapted in _run_method(ctx, task, name, strict).items():
+            if ctx.keys is not None and key not in ctx.keys:
+                continue
             if isinstance(adapted, str):
                 results[key] = {"error": adapted}
                 continue
@@ -128,18 +132,18 @@ def evaluate(
     figure_envs: int = 3,
     strict: bool = False,
 ) -> tuple[dict, dict]:
-    """Evaluate ``methods`` (names of ``baselines.METHODS``; None: all) on both domains of ``ds``.
+    """Evaluate ``methods`` (names of ``baselines.METHODS`` or result keys; None: all) on both domains of ``ds``.
 
     Returns ``(results, kept)``: results as written to results.json (without the file metadata the CLI
     adds), and per domain the truth and each result key's first-trajectory predictions of the first
     ``figure_envs`` environments (``[n, T+1, C, *S]``) for the figures.
     """
-    from dynadiff_fast.baselines import METHODS
+    from dynadiff_fast.baselines import resolve_methods
     from dynadiff_fast.baselines.common import Context, budget_for
 
-    methods = list(methods or METHODS)
+    methods, keys = resolve_methods(methods)
     protocol = protocol or ProtocolConfig()
-    ctx = Context(ds, zoo, run_dir, budget_for(preset), seed, torch.device(device), n_samples)
+    ctx = Context(ds, zoo, run_dir, budget_for(preset), seed, torch.device(device), n_samples, keys)
     results: dict[str, Any] = {"methods": {}, "domains": {}}
     kept: dict[str, dict] = {}
     for domain in DOMAINS:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dynadiff_fast.eval.metrics import rmse, ssim
+from dynadiff_fast.experts.evaluate import prefix_error  # noqa: F401  (the one prefix score, re-exported)
 from dynadiff_fast.profiling import nvtx_range
 
 DOMAINS = ("in_domain", "out_domain")
@@ -142,19 +143,6 @@ def rollout(step: StepFn, x0: torch.Tensor, steps: int, frame_dims: int = 3) -> 
         x = step(x)
         frames.append(x)
     return torch.stack(frames, dim=x0.dim() - frame_dims)
-
-
-def prefix_error(rollouts: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of rollouts started at ``obs[:, 0]`` against the observed frames 1..L-1.
-
-    rollouts: ``[N, K, L, C, *S]`` (K candidate predictors per environment); obs: ``[N, L, C, *S]``
-    -> ``[N, K]``. The training-free baselines rank candidate weights by it (an L-1-step rollout, as the
-    evaluation itself is a rollout).
-    """
-    if rollouts.shape[0] != obs.shape[0] or rollouts.shape[2:] != obs.shape[1:]:
-        raise ValueError(f"rollouts {tuple(rollouts.shape)} do not match obs {tuple(obs.shape)} as [N, K, L, ...]")
-    d = rollouts[:, :, 1:] - obs[:, None, 1:]
-    return d.double().square().flatten(2).mean(-1).float()
 
 
 @dataclass

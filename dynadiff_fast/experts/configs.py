@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRESETS = ("tiny", "small", "paper")
+PRESETS = ("tiny", "bench", "small", "paper")
 SKIP_TYPES = ("linear", "identity", "soft-gating", None)
 
 # neuraloperator FNO keyword arguments that BatchedFNO reproduces (the ExpertConfig fields), and the
@@ -191,15 +191,15 @@ _PAPER = {
     "navier_stokes": dict(channels=3, n_modes=(8, 8), n_layers=8),
 }
 # Width per preset; tiny also caps depth at 4 and modes at 8 (32x32 grids, one CPU core).
-_HIDDEN = {"tiny": 16, "small": 32, "paper": 64}
-_LV_HIDDEN = {"tiny": 32, "small": 64, "paper": 128}
+_HIDDEN = {"tiny": 16, "bench": 16, "small": 32, "paper": 64}
+_LV_HIDDEN = {"tiny": 32, "bench": 32, "small": 64, "paper": 128}
 
 
 def expert_config(system_name: str, preset: str = "paper", **overrides: Any) -> ExpertConfig | MLPExpertConfig:
     """The expert config of ``system_name`` at ``preset``; ``overrides`` replace fields (e.g. the
     dataset's channel count: ``in_channels=C, out_channels=C``).
 
-    tiny: hidden 16, 4 layers, modes (8, 8) ((8, 4) for cylinder_flow); small: hidden 32, 4 layers,
+    tiny and bench: hidden 16, 4 layers, modes (8, 8) ((8, 4) for cylinder_flow); small: hidden 32, 4 layers,
     Table 3 modes; paper: Table 3. lotka_volterra returns an ``MLPExpertConfig`` (hidden 32/64/128).
     """
     if preset not in PRESETS:
@@ -213,7 +213,7 @@ def expert_config(system_name: str, preset: str = "paper", **overrides: Any) -> 
     n_modes, n_layers = spec["n_modes"], spec["n_layers"]
     if preset != "paper":
         n_layers = 4
-    if preset == "tiny":
+    if preset in ("tiny", "bench"):
         n_modes = (8, 4) if system_name == "cylinder_flow" else (8, 8)
     cfg = ExpertConfig(
         in_channels=spec["channels"],

@@ -1,4 +1,4 @@
-"""Rollout error of many experts at once: ``evaluate_experts``.
+"""Rollout error of many experts at once: ``evaluate_experts``; the prefix score every method selects by.
 
 For expert e, trajectory b and step t = 1..S (S = ``rollout_steps``) the expert rolls out
 autoregressively from the true frame 0, x̂_t = f_e(x̂_{t-1}), x̂_0 = x_0, and the error is the RMSE
@@ -7,6 +7,16 @@ over channels and space of the standardised fields:
     rmse[e, b, t-1] = sqrt( mean_{c,h,w} (x̂_t[e, b] - x_t[e, b])^2 )
 
 Experts run in chunks (whole rollouts, no trajectory stored) so memory stays within a budget.
+
+The *prefix score* (``prefix_error``, ``paired_prefix_errors``) is the one score by which every method that
+selects or searches on an observation sequence ``obs [L, C, *S]`` ranks its candidates (DynaDiff's best of K,
+nn_prefix, soup_prefix, CCM's coordinate, the inferred parameters): the candidate rolls out L - 1 steps from the
+first observed frame, and the score is the mean squared error against the observed frames 1..L-1,
+
+    prefix_score = mean_{t=1..L-1, c, h, w} (x̂_t - obs_t)^2,    x̂_0 = obs_0,  x̂_t = f(x̂_{t-1}).
+
+A rollout, not a teacher-forced one-step error, because the evaluation itself is a rollout: a one-step score
+ranks candidates by a quantity the protocol never measures.
 """
 
 from __future__ import annotations
@@ -64,6 +74,30 @@ def _check(experts: BatchedFNO, data: Any, rollout_steps: int) -> tuple[int, tup
     if len(frame) != 3 or frame[0] != experts.config.in_channels:
         raise ValueError(f"data: frames {frame} do not fit experts taking C={experts.config.in_channels} channels")
     return B, frame, T1
+
+
+def prefix_error(rollouts: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+    """Prefix score of rollouts started at ``obs[:, 0]``: their mean squared error on the observed frames 1..L-1.
+
+    rollouts: ``[N, K, L, C, *S]`` (K candidate predictors per environment); obs: ``[N, L, C, *S]`` -> ``[N, K]``.
+    """
+    if rollouts.shape[0] != obs.shape[0] or rollouts.shape[2:] != obs.shape[1:]:
+        raise ValueError(f"rollouts {tuple(rollouts.shape)} do not match obs {tuple(obs.shape)} as [N, K, L, ...]")
+    d = rollouts[:, :, 1:] - obs[:, None, 1:]
+    return d.double().square().flatten(2).mean(-1).float()
+
+
+def paired_prefix_errors(experts: BatchedFNO, obs: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Prefix score of expert ``e`` on ITS OWN observation sequence ``obs[e]`` (``obs [E, L, C, *S]``) -> ``[E]``."""
+    length = obs.shape[1]
+    errs = []
+    with torch.no_grad():
+        for start in range(0, experts.num_experts, chunk):
+            idx = torch.arange(start, min(experts.num_experts, start + chunk))
+            sub = experts if idx.numel() == experts.num_experts else experts.select(idx)
+            roll = sub.rollout(obs[idx, :1].to(obs.device), length - 1)  # [e, 1, L, ...]
+            errs.append(prefix_error(roll, obs[idx])[:, 0])
+    return torch.cat(errs)
 
 
 @torch.no_grad()

@@ -84,6 +84,9 @@ def zoo_preset(system_name: str, preset: str) -> ZooPreset:
     if preset == "tiny":
         return ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=10, lr=3e-3, finetune_lr=1e-3,
                          batch_size=16, val_rollout_steps=10, envs_per_step=8)  # fmt: skip
+    if preset == "bench":
+        return ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=10, lr=3e-3, finetune_lr=1e-3,
+                         batch_size=16, val_rollout_steps=20, envs_per_step=3)  # fmt: skip
     if preset == "small":
         return ZooPreset(experts_per_env=16, pretrain_epochs=20, finetune_epochs=20, lr=1e-3, finetune_lr=5e-4,
                          batch_size=32, val_rollout_steps=20, envs_per_step=4)  # fmt: skip
@@ -98,7 +101,7 @@ def zoo_preset(system_name: str, preset: str) -> ZooPreset:
             val_rollout_steps=_PAPER_ROLLOUT.get(system_name, 50),
             envs_per_step=1,
         )
-    raise ValueError(f"preset: unknown value {preset!r} (valid: tiny, small, paper)")
+    raise ValueError(f"preset: unknown value {preset!r} (valid: tiny, bench, small, paper)")
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ class DiTConfig:
 
 DIT_PRESETS: dict[str, DiTConfig] = {
     "tiny": DiTConfig(hidden_size=64, depth=2, num_heads=4),
+    "bench": DiTConfig(hidden_size=64, depth=2, num_heads=4),
     "small": DiTConfig(hidden_size=256, depth=6, num_heads=8),
     "paper": DiTConfig(hidden_size=768, depth=12, num_heads=12),  # App. D
 }

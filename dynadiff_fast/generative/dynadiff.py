@@ -7,8 +7,8 @@
 One request, top to bottom (paper Fig. 2): ``obs`` -> prompter -> prompt -> DiT sampler (DDIM by default) ->
 standardised latents -> latents -> VAE decoder -> node tokens -> WeightNormalizer.denormalize ->
 WeightGraph.decode_stacked -> ``BatchedFNO``. With ``select="prefix"`` each environment gets ``n_samples``
-candidates, scored in one batched call by their one-step RMSE on the observed frame pairs
-``x_t -> x_{t+1}``; the best is kept.
+candidates, ranked in one batched call by the prefix score every method of the benchmark selects by
+(``experts.evaluate.prefix_error``: MSE of an L-1-step rollout from the first observed frame); the best is kept.
 
 Run directory of ``dynadiff train dit`` (``dynadiff train all`` puts it under ``RUN/dit`` beside ``RUN/vae``)::
 
@@ -342,16 +342,15 @@ class DynaDiff:
 
     @torch.no_grad()
     def score(self, experts, obs: torch.Tensor, n_samples: int) -> torch.Tensor:
-        """One-step RMSE of experts ``[N * n_samples]`` (env-major) on their environment's observed frame pairs
-        ``obs[n, t] -> obs[n, t+1]`` -> ``[N * n_samples]`` (NaN when L = 1: nothing to score)."""
+        """Prefix score (``experts.evaluate.prefix_error``) of experts ``[N * n_samples]`` (env-major) on their
+        environment's observations ``obs [N, L, ...]`` -> ``[N * n_samples]`` (NaN when L = 1: nothing to score)."""
+        from dynadiff_fast.experts.evaluate import paired_prefix_errors
+
         N, L = obs.shape[:2]
         if L < 2:
             return torch.full((N * n_samples,), float("nan"))
-        x = obs[:, :-1].repeat_interleave(n_samples, dim=0)  # [N*K, L-1, ...]
         with nvtx_range("dit/score"):
-            pred = experts(x)
-        y = obs[:, 1:].repeat_interleave(n_samples, dim=0)
-        return (pred - y).square().flatten(1).mean(1).sqrt().cpu()
+            return paired_prefix_errors(experts, obs.repeat_interleave(n_samples, dim=0)).cpu()
 
     def generate(
         self,
@@ -369,14 +368,14 @@ class DynaDiff:
         Args:
             obs: standardised frames ``[L, *frame]`` (one environment) or ``[N, L, *frame]``; any ``L >= 1``.
             n_samples: candidates K per environment.
-            select: "prefix": keep each environment's best candidate by one-step RMSE on its observed frames
+            select: "prefix": keep each environment's best candidate by the prefix score on its observed frames
                 (the first candidate when L = 1); "none": keep all N*K (env-major: expert n*K + k).
             steps: sampler steps (network evaluations). guidance: classifier-free guidance scale (None: off).
             seed: seeds the initial noise (and the shuffled control). method: "ddim" | "ddpm".
             prompt_mode: "real" | "shuffled" | "zero" (controls, see ``prompts``).
         Returns:
-            ``(experts, scores)``: a ``BatchedFNO`` of N (prefix) or N*K (none) experts, and their one-step RMSE
-            ``[N]`` or ``[N*K]`` (NaN when L = 1).
+            ``(experts, scores)``: a ``BatchedFNO`` of N (prefix) or N*K (none) experts, and their prefix scores
+            (MSE) ``[N]`` or ``[N*K]`` (NaN when L = 1).
         """
         if select not in SELECT:
             raise ValueError(f"select: must be one of {SELECT}, got {select!r}")

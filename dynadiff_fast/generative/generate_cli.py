@@ -4,7 +4,7 @@
 
 Reads ``frames`` frames of one *test* trajectory of environment ``ENV`` (default the first test trajectory,
 from frame ``start``), standardises them with the run's statistics, generates ``n_samples`` candidates and keeps
-the best by one-step error on those frames (``select="prefix"``). Writes
+the best by the prefix score on those frames (``select="prefix"``). Writes
 
     expert.safetensors   the expert's neuraloperator state dict; metadata "fno_kwargs" (JSON) and provenance
     expert.json          {"fno_kwargs": {...}, "system_name", "run", "obs", "frames", "score", "seconds", ...}
@@ -40,7 +40,7 @@ class GenerateConfig:
     traj: int | None = field(default=None, metadata={"help": "trajectory index (default: the first test one)"})
     start: int = field(default=0, metadata={"help": "first observed frame"})
     out: str = field(default="", metadata={"help": "output .safetensors (a .json beside it)"})
-    n_samples: int = field(default=8, metadata={"help": "candidates K (best kept by one-step error)"})
+    n_samples: int = field(default=8, metadata={"help": "candidates K (best kept by the prefix score)"})
     select: str = field(default="prefix", metadata={"help": "prefix (keep the best) | none (write candidate 0)"})
     steps: int = field(default=50, metadata={"help": "sampler steps"})
     method: str = field(default="ddim", metadata={"help": "sampler: ddim | ddpm"})
@@ -112,9 +112,9 @@ def generate_expert(cfg: GenerateConfig) -> Path:
     extra = {"system_name": dd.system_name, "run": str(Path(cfg.run).resolve()), "obs": cfg.obs,
              "frames": cfg.frames, "traj": cfg.traj, "start": cfg.start, "n_samples": cfg.n_samples,
              "steps": cfg.steps, "seed": cfg.seed, "prompt_mode": cfg.prompt_mode,
-             "score_one_step_rmse": float(scores[0]), "seconds": seconds}  # fmt: skip
+             "prefix_score_mse": float(scores[0]), "seconds": seconds}  # fmt: skip
     out = write_expert(cfg.out, experts, 0, extra)
-    log.info("generate: wrote %s (one-step RMSE on the observed frames %.4g, %.2f s)", out, float(scores[0]), seconds)
+    log.info("generate: wrote %s (prefix score on the observed frames %.4g, %.2f s)", out, float(scores[0]), seconds)
     return out
 
 

@@ -66,6 +66,7 @@ class PrompterConfig:
 
 PROMPTER_PRESETS: dict[str, PrompterConfig] = {
     "tiny": PrompterConfig(gru_hidden=32, spectral_modes=6),
+    "bench": PrompterConfig(gru_hidden=32, spectral_modes=6),
     "small": PrompterConfig(gru_hidden=128, spectral_modes=8),
     "paper": PrompterConfig(gru_hidden=256, spectral_modes=8),
 }

@@ -59,6 +59,7 @@ class DiTTrainPreset:
 # paper: Adam lr 1e-4 (App. C); steps and batch are not given. tiny: minutes on one CPU core.
 TRAIN_PRESETS = {
     "tiny": DiTTrainPreset(steps=1000, batch_size=16, lr=1e-3, ema_decay=0.995, ckpt_every=250),
+    "bench": DiTTrainPreset(steps=1000, batch_size=16, lr=1e-3, ema_decay=0.995, ckpt_every=250),
     "small": DiTTrainPreset(steps=30000, batch_size=128, lr=2e-4, ema_decay=0.999, ckpt_every=2000),
     "paper": DiTTrainPreset(steps=100000, batch_size=128, lr=1e-4, ema_decay=0.9999, ckpt_every=5000),
 }

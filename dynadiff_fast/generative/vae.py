@@ -87,6 +87,7 @@ class VAEConfig:
 
 VAE_PRESETS = {
     "tiny": VAEConfig(d_model=64, latent_dim=16, n_heads=4, n_layers=2, mlp_ratio=2),
+    "bench": VAEConfig(d_model=64, latent_dim=16, n_heads=4, n_layers=2, mlp_ratio=2),
     "small": VAEConfig(d_model=256, latent_dim=64, n_heads=8, n_layers=3),
     "paper": VAEConfig(),
 }

@@ -37,16 +37,18 @@ class DemoConfig:
     preset: str = field(default="tiny", metadata={"help": "tiny (CPU, minutes) | small | paper"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/demo/SYSTEM_PRESET)"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
+    split_seed: int | None = field(default=None, metadata={"help": "seed of the seen/unseen split (default: seed)"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
     experts_per_env: int | None = field(default=None, metadata={"help": "zoo experts per seen env (default: preset)"})
     n_samples: int = field(default=4, metadata={"help": "DynaDiff samples per environment"})
     obs_len: int = field(default=10, metadata={"help": "observed frames L"})
+    prompt_len: int = field(default=20, metadata={"help": "longest observation the prompter is trained on"})
     methods: tuple[str, ...] | None = field(default=None, metadata={"help": "evaluated methods (None: all)"})
     force: tuple[str, ...] = field(default=(), metadata={"help": f"stages to redo ({', '.join(STAGES)}, all)"})
     progress: bool = field(default=True, metadata={"help": "tqdm bars (only on a terminal)"})
 
 
-PRESETS = ("tiny", "small", "paper")
+PRESETS = ("tiny", "bench", "small", "paper")
 
 
 def run_dir(cfg: DemoConfig) -> Path:
@@ -72,7 +74,9 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
     root = run_dir(cfg)
     data, zoo, dd = root / "data.h5", root / "zoo", root / "dynadiff"
     common = {"preset": cfg.preset, "seed": cfg.seed, "device": cfg.device}
-    sim = SimulateConfig(system=cfg.system, out=str(data), preset=cfg.preset, seed=cfg.seed, device=cfg.device)
+    sim = SimulateConfig(
+        system=cfg.system, out=str(data), preset=cfg.preset, seed=cfg.seed, split_seed=cfg.split_seed, device=cfg.device
+    )
     zoo_cfg = ZooBuildConfig(
         data=str(data),
         out=str(zoo),
@@ -82,7 +86,13 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
     )
     vae = TrainVAEConfig(zoo=str(zoo), data=str(data), out=str(dd / "vae"), progress=cfg.progress, **common)
     dit = TrainDiTConfig(
-        zoo=str(zoo), vae=str(dd / "vae"), data=str(data), out=str(dd / "dit"), progress=cfg.progress, **common
+        zoo=str(zoo),
+        vae=str(dd / "vae"),
+        data=str(data),
+        out=str(dd / "dit"),
+        obs_len=cfg.prompt_len,
+        progress=cfg.progress,
+        **common,
     )
     ev = EvaluateConfig(
         run=str(dd),

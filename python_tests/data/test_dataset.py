@@ -164,6 +164,8 @@ def test_unknown_system_and_preset():
         presets.get_preset("kolmogorov", "huge")
     with pytest.raises(ValueError, match="system: unknown name 'navier'"):
         presets.get_preset("navier", "tiny")
+    with pytest.raises(ValueError, match="preset: 'bench' has no cylinder_flow entry"):
+        presets.get_preset("cylinder_flow", "bench")
 
 
 def test_incomplete_or_foreign_files_are_refused(tmp_path):
@@ -190,8 +192,12 @@ def test_simulate_command_line(tmp_path, decay_system, capsys):
     assert np.isfinite(ds.mean.numpy()).all()
 
 
-@pytest.mark.parametrize("preset", presets.PRESETS)
-@pytest.mark.parametrize("system", systems.list_systems())
+def test_every_system_has_the_scaled_presets():
+    pairs = set(presets.available())
+    assert all((s, p) in pairs for s in systems.list_systems() for p in ("tiny", "small", "paper"))
+
+
+@pytest.mark.parametrize(("system", "preset"), presets.available())
 def test_every_preset_has_a_valid_grid_split_and_solver(system, preset):
     p = presets.get_preset(system, preset)
     s = systems.get_system(system, **p.system)

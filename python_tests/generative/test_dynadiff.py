@@ -266,6 +266,21 @@ def test_generate_shapes_select_and_determinism(dd, unseen_obs):
     assert y.shape == (1, 1, 1, 12, 12) and torch.isfinite(y).all()
 
 
+def test_scores_are_the_shared_prefix_score(dd, unseen_obs):
+    """DynaDiff ranks candidates by the same L-1-step rollout score as the prefix-based baselines."""
+    from dynadiff_fast.experts.evaluate import prefix_error
+
+    obs = unseen_obs[:2, :6]
+    experts, scores = dd.generate(obs, n_samples=3, select="none", steps=4, seed=5)
+    x0 = obs[:, 0].repeat_interleave(3, dim=0)[:, None]  # expert n*3+k starts from its environment's frame 0
+    roll = experts.rollout(x0, obs.shape[1] - 1)  # [6, 1, L, C, H, W]
+    by_hand = torch.cat([prefix_error(roll[i : i + 1], obs[i // 3 : i // 3 + 1])[0] for i in range(6)])
+    torch.testing.assert_close(scores, by_hand)
+    # a one-step (teacher-forced) score would differ: the rollout compounds the first step's error
+    one_step = experts(obs[:, :-1].repeat_interleave(3, dim=0)) - obs[:, 1:].repeat_interleave(3, dim=0)
+    assert not torch.allclose(scores, one_step.square().flatten(1).mean(1))
+
+
 @pytest.mark.parametrize("L", [1, 2, 8])
 def test_any_observation_length(dd, unseen_obs, L):
     if L == 1:  # nothing to score: the first candidate is kept, with a warning
