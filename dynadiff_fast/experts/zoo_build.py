@@ -85,7 +85,7 @@ def zoo_preset(system_name: str, preset: str) -> ZooPreset:
         return ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=10, lr=3e-3, finetune_lr=1e-3,
                          batch_size=16, val_rollout_steps=10, envs_per_step=8)  # fmt: skip
     if preset == "bench":
-        return ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=10, lr=3e-3, finetune_lr=1e-3,
+        return ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=20, lr=3e-3, finetune_lr=1e-3,
                          batch_size=16, val_rollout_steps=20, envs_per_step=3)  # fmt: skip
     if preset == "small":
         return ZooPreset(experts_per_env=16, pretrain_epochs=20, finetune_epochs=20, lr=1e-3, finetune_lr=5e-4,

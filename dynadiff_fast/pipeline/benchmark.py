@@ -31,7 +31,7 @@ from typing import Any
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import io
 from dynadiff_fast.cli import Command
-from dynadiff_fast.pipeline.demo import DemoConfig, run_demo
+from dynadiff_fast.pipeline.demo import DEFAULT_METHODS, DemoConfig, run_demo
 from dynadiff_fast.pipeline.stages import Stage, run_stages
 
 log = logging.getLogger("dynadiff.benchmark")
@@ -49,10 +49,12 @@ class BenchmarkConfig:
     split_seed: int = field(default=0, metadata={"help": "seed of the seen/unseen split, shared by all seeds"})
     out: str | None = field(default=None, metadata={"help": "folder (default runs/benchmark/SYSTEM_PRESET)"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
-    n_samples: int = field(default=16, metadata={"help": "DynaDiff samples per environment"})
+    n_samples: int = field(default=8, metadata={"help": "DynaDiff samples per environment"})
     obs_len: int = field(default=10, metadata={"help": "observed frames L of the main comparison"})
     obs_budget: tuple[int, ...] = field(default=(2, 5, 10, 20), metadata={"help": "L values of the budget curve"})
-    methods: tuple[str, ...] | None = field(default=None, metadata={"help": "evaluated methods (None: all)"})
+    methods: tuple[str, ...] | None = field(
+        default=DEFAULT_METHODS, metadata={"help": "evaluated methods (None: all, prefix fine-tuning too)"}
+    )
     diagnostics: bool = field(default=True, metadata={"help": "stage diagnostics and memorisation audit"})
     force: tuple[str, ...] = field(default=(), metadata={"help": "stages to redo in every seed (see demo), all"})
     progress: bool = field(default=True, metadata={"help": "tqdm bars (only on a terminal)"})

@@ -7,6 +7,7 @@ import torch
 from dynadiff_fast.generative.prompter import (
     Prompter,
     PrompterConfig,
+    channel_operator,
     explicit_features,
     frame_statistics,
     low_modes,
@@ -145,3 +146,43 @@ def test_bad_input():
         p(torch.randn(2, 3, 2, 8, 8), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="lengths"):
         p(torch.randn(2, 3, 2, 8, 8), torch.tensor([1, 4]))
+
+
+def _linear_sequence(M: torch.Tensor, x0: torch.Tensor, L: int) -> torch.Tensor:
+    """Frames x_t = M x_{t-1} (channel mixing at every grid point): ``[L, C, H, W]``."""
+    frames = [x0]
+    for _ in range(L - 1):
+        frames.append(torch.einsum("cd,dhw->chw", M, frames[-1]))
+    return torch.stack(frames)
+
+
+def test_channel_operator_recovers_the_step_and_ignores_the_initial_state(rng):
+    theta = 0.3  # a rotation of (u, v) with decay, as Lambda-Omega's uniform states do
+    M = 0.95 * torch.tensor([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]], dtype=torch.float64)
+    a = _linear_sequence(M, torch.randn(2, 8, 8, generator=rng, dtype=torch.float64), 6)
+    b = _linear_sequence(M, 3 * torch.randn(2, 8, 8, generator=rng, dtype=torch.float64), 6)
+    got = channel_operator(torch.stack([a, b]), modes=3, rel_eps=1e-9).view(2, 2, 2, 2)  # [N, C, C, re/im]
+    for n in range(2):
+        torch.testing.assert_close(got[n, ..., 0], M, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(got[n, ..., 1], torch.zeros_like(M), atol=1e-6, rtol=0)
+
+
+def test_channel_operator_lengths_and_one_frame(rng):
+    M = torch.tensor([[0.9, 0.2], [-0.1, 1.1]], dtype=torch.float64)
+    seq = _linear_sequence(M, torch.randn(2, 6, 6, generator=rng, dtype=torch.float64), 5)
+    noisy = seq.clone()
+    noisy[3:] = torch.randn(2, 2, 6, 6, generator=rng, dtype=torch.float64)  # frames past the length
+    lengths = torch.tensor([3, 1])
+    got = channel_operator(torch.stack([noisy, noisy]), lengths, rel_eps=1e-9)
+    torch.testing.assert_close(got[0].view(2, 2, 2)[..., 0], M, atol=1e-6, rtol=1e-6)
+    assert torch.equal(got[1], torch.zeros_like(got[1]))  # one frame: no pair, no operator
+
+
+def test_operator_prompt_size_and_spectra_switch(rng):
+    obs = torch.randn(3, 4, 2, 8, 8, generator=rng)
+    with_op = Prompter(PrompterConfig(gru_hidden=5, spectral_modes=3, operator=True, spectra=False), (2, 8, 8), 1)
+    plain = Prompter(PrompterConfig(gru_hidden=5, spectral_modes=3), (2, 8, 8), 1)
+    assert with_op.prompt_dim == 8 + 2 * 2**2 + 5 and with_op(obs).shape == (3, with_op.prompt_dim)
+    assert with_op.gru_inputs(obs).shape[-1] == plain.gru_inputs(obs).shape[-1] // 2  # transfer ratios only
+    with pytest.raises(ValueError, match="no input"):
+        PrompterConfig(spectra=False, transfer=False)

@@ -54,7 +54,7 @@ def test_demo_stage_list_and_layout(tmp_path):
     cfg = DemoConfig(out=str(tmp_path / "demo"))
     stages = build_stages(cfg)
     assert tuple(s.name for s in stages) == STAGES
-    assert run_dir(DemoConfig()).as_posix() == "runs/demo/kolmogorov_tiny"
+    assert run_dir(DemoConfig()).as_posix() == "runs/demo/lambda_omega_bench"
     by_name = {s.name: s for s in stages}
     assert by_name["zoo"].config["data"] == by_name["vae"].config["data"] == str(tmp_path / "demo" / "data.h5")
     assert by_name["evaluate"].config["run"] == str(tmp_path / "demo" / "dynadiff")
