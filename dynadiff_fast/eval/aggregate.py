@@ -366,6 +366,7 @@ def summary_figure(agg: dict, path: str | Path) -> None:
     """PNG: one panel per domain, methods sorted by mean RMSE with their 95% CI over seeds, the reference in
     red, one_per_env as a dashed line. Written atomically."""
     from matplotlib.figure import Figure  # a bare Figure renders with Agg; no pyplot state, no backend switch
+    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(16, 0.35 * len(agg["methods"]) + 2.0), layout="constrained")
     axes = fig.subplots(1, len(DOMAINS4), squeeze=False)[0]
@@ -399,6 +400,7 @@ def summary_figure(agg: dict, path: str | Path) -> None:
         # log scale only when every interval is positive: a t interval over few seeds can cross zero
         if all(lo > 0 for _, (lo, _), _ in rows):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap on a narrow panel
         ax.set_xlabel("RMSE (mean, 95% CI over seeds)")
     fig.suptitle(f"{agg['system']} ({agg['preset']}, {len(agg['seeds'])} seeds)")
     with io.atomic_path(path) as tmp:

@@ -25,7 +25,7 @@ def test_micro_pipeline_generated_experts_beat_base_and_shuffled_prompt(tmp_path
             system="lambda_omega",
             preset="bench",
             out=str(data),
-            n_frames=15,
+            n_frames=20,
             n_train_traj=3,
             n_test_traj=1,
             solver={"resolution": 16},
@@ -39,14 +39,14 @@ def test_micro_pipeline_generated_experts_beat_base_and_shuffled_prompt(tmp_path
             out=str(zoo),
             experts_per_env=2,
             pretrain_epochs=4,
-            finetune_epochs=6,
+            finetune_epochs=15,
             val_rollout_steps=5,
             expert=EXPERT,
             **common,
         )
     )
-    train_vae(TrainVAEConfig(zoo=str(zoo), data=str(data), out=str(run / "vae"), steps=400, quality=False, **common))
-    train_dit(TrainDiTConfig(zoo=str(zoo), vae=str(run / "vae"), data=str(data), out=str(run / "dit"), steps=300,
+    train_vae(TrainVAEConfig(zoo=str(zoo), data=str(data), out=str(run / "vae"), steps=500, quality=False, **common))
+    train_dit(TrainDiTConfig(zoo=str(zoo), vae=str(run / "vae"), data=str(data), out=str(run / "dit"), steps=800,
                              obs_len=8, **common))  # fmt: skip
     ev = EvaluateConfig(
         run=str(run),
