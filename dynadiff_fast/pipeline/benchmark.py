@@ -189,6 +189,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     agg["stage_seconds"] = stage_times
     agg["obs_budget"] = budget_table(cfg)
     agg["diagnostics"] = summarize_diagnostics(diags)
+    agg["stage_verdict"] = stage_verdict(agg["diagnostics"])
     agg["config"] = config_mod.to_dict(cfg)
     agg["versions"] = config_mod.versions()
     io.write_json(out / "results.json", agg)
@@ -314,6 +315,32 @@ _DIAG_ROWS = (
 )
 
 
+# Per stage: the measure, the bar it must clear to pass the environment signal on, and which way is better.
+STAGE_BARS = (
+    ("VAE", "vae_decoded_over_original", 1.05, "below"),
+    ("prompter", "prompter_r2_unseen", 0.8, "above"),
+    ("DiT", "dit_snap_rate_unseen", 0.5, "below"),
+)
+
+
+def stage_verdict(summary: dict[str, Any]) -> list[str]:
+    """One sentence per stage (seed means against ``STAGE_BARS``), then the first stage that fails its bar: the
+    one to work on. The DiT bar: at most half of the unseen environments' generated latents may land nearest the
+    seen environment nearest in parameter (more means generation retrieves a seen environment, not a new one)."""
+    if not summary:
+        return []
+    lines, first = [], None
+    for stage, key, bar, side in STAGE_BARS:
+        value = summary["mean"][key]
+        ok = value is not None and (value <= bar if side == "below" else value >= bar)
+        shown = "n/a" if value is None else f"{value:.3f}"
+        lines.append(f"{stage}: {key} = {shown} ({'passes' if ok else 'fails'} the bar: {side} {bar})")
+        if not ok and first is None:
+            first = stage
+    lines.append(f"first stage to lose the signal: {first}" if first else "every stage passes its bar")
+    return lines
+
+
 def diagnostics_markdown(summary: dict[str, Any]) -> str:
     if not summary:
         return "not run"
@@ -325,12 +352,12 @@ def diagnostics_markdown(summary: dict[str, Any]) -> str:
         fmt = [f"{v:.3f}" if v is not None else "n/a" for v in vals]
         mean = summary["mean"][key]
         lines.append(f"| {stage} | {text} | {'n/a' if mean is None else f'{mean:.3f}'} | " + " | ".join(fmt) + " |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *(f"- {s}" for s in stage_verdict(summary))])
 
 
 def _run(cfg: BenchmarkConfig) -> int:
     agg = run_benchmark(cfg)
-    print("\n".join(agg["verdict"]))
+    print("\n".join([*agg["verdict"], *agg["stage_verdict"]]))
     print(f"\nreport: {out_dir(cfg) / 'report.md'}")
     return 0
 

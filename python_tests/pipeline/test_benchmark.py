@@ -51,6 +51,8 @@ def test_diagnostics_summary_means_over_seeds_and_renders():
     text = bm.diagnostics_markdown(summary)
     assert "seed 0" in text and "seed 1" in text and "n/a" in text
     assert bm.summarize_diagnostics({}) == {}
+    verdict = bm.stage_verdict(summary)  # VAE 2.0 fails its 1.05 bar first; the prompter has no R^2 (fails)
+    assert verdict[-1] == "first stage to lose the signal: VAE" and "fails" in verdict[1]
 
 
 def test_budget_markdown_lists_every_method_and_length():
