@@ -95,7 +95,7 @@ def paired_prefix_errors(experts: BatchedFNO, obs: torch.Tensor, chunk: int = 25
         for start in range(0, experts.num_experts, chunk):
             idx = torch.arange(start, min(experts.num_experts, start + chunk))
             sub = experts if idx.numel() == experts.num_experts else experts.select(idx)
-            roll = sub.rollout(obs[idx, :1].to(obs.device), length - 1)  # [e, 1, L, ...]
+            roll = sub.rollout(obs[idx, :1], length - 1)  # [e, 1, L, ...]
             errs.append(prefix_error(roll, obs[idx])[:, 0])
     return torch.cat(errs)
 

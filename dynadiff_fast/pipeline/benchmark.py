@@ -59,6 +59,9 @@ class BenchmarkConfig:
     force: tuple[str, ...] = field(default=(), metadata={"help": "stages to redo in every seed (see demo), all"})
     progress: bool = field(default=True, metadata={"help": "tqdm bars (only on a terminal)"})
 
+    def __post_init__(self) -> None:
+        check(self)
+
 
 def out_dir(cfg: BenchmarkConfig) -> Path:
     return Path(cfg.out) if cfg.out else Path("runs/benchmark") / f"{cfg.system}_{cfg.preset}"
@@ -73,6 +76,9 @@ def check(cfg: BenchmarkConfig) -> None:
         raise ValueError(f"obs_len / obs_budget: expected integers >= 2, got {cfg.obs_len} / {list(cfg.obs_budget)}")
     if cfg.n_samples < 1:
         raise ValueError(f"n_samples: expected >= 1, got {cfg.n_samples}")
+    from dynadiff_fast.data.presets import get_preset
+
+    get_preset(cfg.system, cfg.preset)  # a system without this preset fails here, before any stage runs
 
 
 def demo_config(cfg: BenchmarkConfig, seed: int) -> DemoConfig:
@@ -124,7 +130,7 @@ def _diagnostics(root: Path, demo: DemoConfig) -> dict[str, Any]:
 
 
 def _budget_eval(root: Path, demo: DemoConfig, length: int):
-    from dynadiff_fast.eval.evaluate_cli import EvaluateConfig, run_evaluation
+    from dynadiff_fast.eval.evaluate_cli import EvaluateConfig
     from dynadiff_fast.eval.protocol import ProtocolConfig
 
     return EvaluateConfig(
@@ -138,7 +144,13 @@ def _budget_eval(root: Path, demo: DemoConfig, length: int):
         seed=demo.seed,
         device=demo.device or "auto",
         protocol=ProtocolConfig(obs_len=length),
-    ), run_evaluation
+    )
+
+
+def _evaluate(ev) -> None:
+    from dynadiff_fast.eval.evaluate_cli import run_evaluation
+
+    run_evaluation(ev)
 
 
 def extra_stages(cfg: BenchmarkConfig, demo: DemoConfig) -> list[Stage]:
@@ -157,10 +169,10 @@ def extra_stages(cfg: BenchmarkConfig, demo: DemoConfig) -> list[Stage]:
     for length in cfg.obs_budget:
         if length == cfg.obs_len:  # the main evaluation is this point of the curve
             continue
-        ev, run = _budget_eval(root, demo, length)
+        ev = _budget_eval(root, demo, length)
         results = Path(ev.out) / "results.json"
         stages.append(
-            Stage(f"obs_budget_{length}", config_mod.to_dict(ev), lambda ev=ev, run=run: run(ev), results.exists)
+            Stage(f"obs_budget_{length}", config_mod.to_dict(ev), lambda ev=ev: _evaluate(ev), results.exists)
         )
     return stages
 
@@ -251,13 +263,14 @@ def budget_figure(table: dict[str, Any], path: Path) -> Path:
     domains = list(table)
     fig, axes = plt.subplots(1, len(domains), figsize=(4.2 * len(domains), 3.4), squeeze=False)
     for ax, domain in zip(axes[0], domains, strict=True):
+        lengths = sorted({int(n) for row in table[domain].values() for n in row})
         for key, row in table[domain].items():
             pts = sorted((int(n), v) for n, v in row.items() if v["mean"] is not None)
             xs = [n for n, _ in pts]
             ax.plot(xs, [v["mean"] for _, v in pts], marker="o", label=key)
             ax.fill_between(xs, [v["ci95"][0] for _, v in pts], [v["ci95"][1] for _, v in pts], alpha=0.2)
         ax.set_xscale("log")
-        ax.set_xticks(xs, [str(n) for n in xs])
+        ax.set_xticks(lengths, [str(n) for n in lengths])
         ax.set_title(domain)
         ax.set_xlabel("observed frames L")
         ax.set_ylabel("rollout RMSE")

@@ -1,6 +1,6 @@
 """``dynadiff demo``: the whole pipeline on one system, end to end, in one run folder.
 
-    dynadiff demo                                   # lambda_omega, bench preset, CPU: about 15 minutes
+    dynadiff demo                                   # lambda_omega, bench preset, CPU: ~25 core-minutes
     dynadiff demo --system navier_stokes --preset small --device cuda
 
 Stages (``pipeline.stages``; a re-run reuses every finished stage, ``--force "[zoo]"`` redoes one):

@@ -27,7 +27,14 @@ def test_seeds_share_the_split_and_own_a_folder(tmp_path):
 )
 def test_bad_settings_are_one_line_errors(field, value, match):
     with pytest.raises(ValueError, match=match):
-        bm.check(bm.BenchmarkConfig(**{field: value}))
+        bm.BenchmarkConfig(**{field: value})  # checked when built, so the CLI reports it before any work
+
+
+def test_a_system_without_the_preset_is_refused_up_front(capsys):
+    from dynadiff_fast import cli
+
+    with pytest.raises(SystemExit, match="bench' has no cylinder_flow entry"):
+        cli.main(["benchmark", "-q", "--system", "cylinder_flow"])
 
 
 def _diag(weight_nn):
