@@ -5,6 +5,10 @@ the module that owns the work. The CLI imports only the module of the command be
 ``dynadiff --help`` is fast), turns the config's top-level fields into ``--flags``, and adds
 ``--config FILE`` (YAML/TOML) and ``--set key.sub=value`` overrides. It prints the resolved config;
 commands save it beside their outputs with ``dynadiff_fast.config.save_resolved``.
+
+Errors: a user error (a bad setting or input, a missing file; see ``is_user_error``) prints one line
+``dynadiff CMD: error: MESSAGE`` to stderr and exits 2, like argparse's own errors; anything else is a bug
+and keeps its traceback. ``--debug`` (before or after the command) keeps the traceback of every error.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import linecache
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, get_type_hints
 
 from dynadiff_fast import config as config_mod
@@ -46,7 +52,13 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 
 
 def _top_help() -> str:
-    lines = ["usage: dynadiff COMMAND [options]   (dynadiff COMMAND --help for its options)", "", "commands:"]
+    lines = [
+        "usage: dynadiff [--debug] COMMAND [options]   (dynadiff COMMAND --help for its options)",
+        "",
+        "  --debug        show the full traceback of any error",
+        "",
+        "commands:",
+    ]
     for words, (_, text) in COMMANDS.items():
         lines.append(f"  {' '.join(words):<14} {text}")
     return "\n".join(lines)
@@ -57,14 +69,16 @@ def _flag_type(tp: Any, default: Any) -> dict[str, Any]:
         return {"action": argparse.BooleanOptionalAction}
     if tp in (int, float, str):
         return {"type": tp}
-    # tuples, lists, optionals, unions: parse the text as YAML (e.g. "[8, 8]", "null", "3").
+    # tuples, lists, optionals, unions: parse the text as YAML (e.g. "[8, 8]", "null", "3"); the config
+    # checks it against the field's type (tuples also take comma-separated values: "a,b").
     return {"type": _yaml_value}
 
 
 def _yaml_value(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
+    try:
+        return config_mod.yaml_value(text)
+    except ValueError as err:  # argparse reports ArgumentTypeError as "argument --flag: MESSAGE"
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser(words: Sequence[str], cmd: Command) -> argparse.ArgumentParser:
@@ -82,6 +96,7 @@ def build_parser(words: Sequence[str], cmd: Command) -> argparse.ArgumentParser:
         help="dotted override, e.g. --set train.lr=1e-4 (repeatable)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the resolved config")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     hints = get_type_hints(cmd.config)
     for f in dataclasses.fields(cmd.config):
         tp = hints[f.name]
@@ -111,8 +126,32 @@ def _find_command(argv: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
     raise SystemExit(f"dynadiff: unknown command {' '.join(argv[:1])!r}\n\n{_top_help()}")
 
 
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def is_user_error(err: BaseException) -> bool:
+    """True for errors the user fixes from the message alone: a missing file, or a ``ValueError``/``TypeError``
+    raised by a ``raise`` statement of this package (its checks of settings and inputs name the argument, the
+    value and what is allowed). The same types raised by a library, or by Python itself on a line of ours
+    (``None + 1``), are bugs: their traceback is what a bug report needs."""
+    if isinstance(err, FileNotFoundError):
+        return True
+    if not isinstance(err, ValueError | TypeError) or err.__traceback__ is None:
+        return False
+    tb = err.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    if not Path(filename).resolve().is_relative_to(_PACKAGE):
+        return False
+    return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise ")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(argv) and argv[0] == "--debug"
+    if debug:
+        argv = argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
         print(_top_help())
         return 0
@@ -127,14 +166,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(words, cmd).parse_args(rest)
     values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cmd.config)}
     try:
-        cfg = config_mod.load_config(cmd.config, args.config, args.overrides, values)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        raise SystemExit(f"dynadiff {' '.join(words)}: {err}") from None
+        return _run(words, cmd, args, values)
+    except Exception as err:
+        if debug or args.debug or not is_user_error(err):
+            raise
+        print(f"dynadiff {' '.join(words)}: error: {str(err) or type(err).__name__}", file=sys.stderr)
+        return 2
+
+
+def _run(words: tuple[str, ...], cmd: Command, args: argparse.Namespace, values: dict[str, Any]) -> int:
+    cfg = config_mod.load_config(cmd.config, args.config, args.overrides, values)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not args.quiet:
         print(f"# dynadiff {' '.join(words)}: resolved config\n" + config_mod.dump_yaml(cfg), flush=True)
-    code = cmd.run(cfg)
-    return int(code or 0)
+    return int(cmd.run(cfg) or 0)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ import dataclasses
 import os
 import platform
 import sys
+import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -26,18 +27,46 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config: {path} does not exist")
-    text = path.read_text()
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ValueError(f"config: {path} must end in .yaml, .yml, .toml or .json")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"config: {path} is not a text file") from None
     if path.suffix == ".toml":
         import tomllib
 
-        data = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml", ".json"):
-        data = yaml.safe_load(text) or {}
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:  # its message ends "(at line L, column C)"
+            raise ValueError(f"config: {path}: not valid TOML: {err}") from None
     else:
-        raise ValueError(f"config: {path} must end in .yaml, .yml, .toml or .json")
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config: {path}{_yaml_where(err)}: not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config: {path} must hold a mapping at top level, got {type(data).__name__}")
     return data
+
+
+def _yaml_where(err: yaml.YAMLError) -> str:
+    """`` line L, column C`` of a YAML error (PyYAML counts from 0), or "" when it carries no position."""
+    mark = getattr(err, "problem_mark", None)
+    return f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The one-line cause of a YAML error (its ``str`` spans several lines, quoting the source)."""
+    return " ".join(p for p in (getattr(err, "context", None), getattr(err, "problem", None)) if p) or str(err)
+
+
+def yaml_value(text: str) -> Any:
+    """``text`` parsed as one YAML value (a flag or override); a syntax error is a one-line ``ValueError``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{text!r} is not valid YAML ({_yaml_problem(err)})") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -48,7 +77,10 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     keys = key.strip().split(".")
     if not all(keys):
         raise ValueError(f"override {item!r}: empty key component")
-    return keys, yaml.safe_load(raw)
+    try:
+        return keys, yaml_value(raw)
+    except ValueError as err:
+        raise ValueError(f"override {key.strip()}: {err}") from None
 
 
 def _set_nested(d: dict, keys: list[str], value: Any) -> None:
@@ -60,8 +92,8 @@ def _set_nested(d: dict, keys: list[str], value: Any) -> None:
 
 
 def build(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from a (nested) mapping, converting lists to tuples and
-    recursing into nested dataclasses; unknown keys raise ``ValueError`` listing the valid keys."""
+    """Instantiate dataclass ``cls`` from a (nested) mapping, recursing into nested dataclasses and checking
+    each value against its annotation (``_convert``); unknown keys raise ``ValueError`` listing the valid keys."""
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = set(data) - set(fields)
@@ -77,23 +109,72 @@ def build(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
                 base = dataclasses.asdict(fields[name].default_factory()) if _has_factory(fields[name]) else {}
                 base.update(value)
                 value = build(tp, base, f"{where}.{name}".strip("."))
-        elif isinstance(value, list):
-            value = tuple(value)
         else:
-            value = _coerce(value, tp, f"{where}.{name}".strip("."))
+            value = _convert(value, tp, f"{where}.{name}".strip("."))
         kwargs[name] = value
     return cls(**kwargs)
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Numbers written the YAML-1.1 way (``3e-4`` is a string there) become the annotated float/int."""
-    if isinstance(value, str) and tp in (float, int, float | None, int | None):
-        target = float if tp in (float, float | None) else int
-        try:
-            return target(value)
-        except ValueError:
-            raise ValueError(f"config {key}: expected a {target.__name__}, got {value!r}") from None
-    return value
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _union_args(tp: Any) -> tuple:
+    """``int | None`` -> ``(int, NoneType)``; any other annotation -> ``(tp,)``."""
+    return get_args(tp) if get_origin(tp) in (Union, types.UnionType) else (tp,)
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against the annotation ``tp`` of config field ``key``: scalars by ``_coerce``, tuples by
+    ``_as_tuple``; other annotations (dicts, ``Any``, classes) are passed on, a list as a tuple (configs are frozen)."""
+    args = _union_args(tp)
+    if value is None and type(None) in args:
+        return None
+    tuples = [a for a in args if a is tuple or get_origin(a) is tuple]
+    if tuples:
+        return _as_tuple(value, tuples[0], key)
+    if all(a in _SCALARS for a in args):
+        return _coerce(value, args, key)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _coerce(value: Any, allowed: tuple, key: str) -> Any:
+    """A scalar field's value, checked against its annotation ``allowed`` (e.g. ``(int, NoneType)``).
+
+    A bool is never taken for a number (TOML ``n_frames = true`` is not 1) and a float never for an int
+    (``--n-frames 2.5``): both are errors naming the field, the value and the type. An int is a valid float
+    (kept as given). Numbers in text become the annotated int/float (YAML 1.1 reads ``3e-4`` as a string).
+    """
+    if type(value) in allowed or (type(value) is int and float in allowed):
+        return value
+    if isinstance(value, str):
+        for target in (int, float):
+            if target in allowed:
+                try:
+                    return target(value)
+                except ValueError:
+                    pass
+    names = " or ".join("None" if t is type(None) else ("an " if t is int else "a ") + t.__name__ for t in allowed)
+    raise ValueError(f"config {key}: expected {names}, got {value!r} ({type(value).__name__})")
+
+
+def _as_tuple(value: Any, tp: Any, key: str) -> tuple:
+    """A tuple field's value from a list, comma-separated text (``--methods one_per_env,base``) or one scalar
+    (``--seeds 3``). Text is split on commas, never iterated character by character; each element is checked
+    against the element annotation (``tuple[int, ...]``, or one per position for ``tuple[int, int]``)."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")] if value.strip() else []
+    elif value is None or isinstance(value, Mapping):
+        raise ValueError(f"config {key}: expected a list or comma-separated values, got {value!r}")
+    elif not isinstance(value, list | tuple):
+        value = [value]
+    args = get_args(tp)
+    if not args:
+        return tuple(value)
+    if len(args) == 2 and args[1] is Ellipsis:
+        args = (args[0],) * len(value)
+    elif len(value) != len(args):
+        raise ValueError(f"config {key}: expected {len(args)} values, got {len(value)}: {list(value)!r}")
+    return tuple(_convert(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
 
 
 def _has_factory(f: dataclasses.Field) -> bool:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 
@@ -24,26 +25,69 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
-    # mkstemp creates 0600; give the final file the permissions an ordinary open() would.
-    tmp.chmod(0o666 & ~_umask())
     try:
         yield tmp
+        # mkstemp creates 0600, and some writers (safetensors) replace the file with their own 0600 temp file:
+        # set the mode after writing, to what an ordinary open() gives.
+        tmp.chmod(ordinary_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def _umask() -> int:
+def ordinary_mode(folder: bool = False) -> int:
+    """The permissions a plain ``open()`` (0666) or ``mkdir()`` (0777) gives under the current umask; atomic
+    writes create 0600/0700 temporaries (``tempfile``) and set this before the rename."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return (0o777 if folder else 0o666) & ~mask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
+    """Atomically write ``obj`` as indented, strict JSON: a NaN/inf (which ``json`` would write as the invalid
+    tokens ``NaN``/``Infinity``) is a ``ValueError`` naming the file and the key path of the first one."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    except ValueError:
+        found = _first_nonfinite(obj)
+        if found is None:
+            raise
+        raise ValueError(f"json: refusing to write {path}: {found[0]} is {found[1]} (JSON has no NaN/inf)") from None
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
+
+
+def _first_nonfinite(obj: Any, where: str = "") -> tuple[str, float] | None:
+    """``(key path, value)`` of the first NaN/inf in ``obj`` (``"a.b[2]"``; ``"(top level)"`` for a bare float),
+    looking inside dicts, lists, tuples and arrays/tensors (``tolist``), or None when every number is finite."""
+    if hasattr(obj, "tolist"):
+        obj = obj.tolist()
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (where or "(top level)", obj)
+    if isinstance(obj, dict):
+        items = [(f"{where}.{k}" if where else str(k), v) for k, v in obj.items()]
+    elif isinstance(obj, list | tuple):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(obj)]
+    else:
+        return None
+    for key, value in items:
+        found = _first_nonfinite(value, key)
+        if found is not None:
+            return found
+    return None
+
+
+def inside(root: str | os.PathLike, rel: Any, manifest: str | os.PathLike, entry: str) -> Path:
+    """``root / rel`` for a path ``rel`` read from ``manifest`` (its ``entry``), refused (``ValueError``) when it is
+    not a relative path inside ``root``: an absolute path or a ``..`` would read a file outside the run folder,
+    and the checksum beside it in the same manifest cannot vouch for where the path points."""
+    parts = PurePath(rel).parts if isinstance(rel, str) and rel else ()
+    if not parts or PurePath(rel).is_absolute() or ".." in parts:
+        raise ValueError(
+            f"{manifest}: {entry} {rel!r} must be a relative path inside {root} (absolute paths and '..' are refused)"
+        )
+    return Path(root) / rel
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:

@@ -150,3 +150,87 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@dataclasses.dataclass(frozen=True)
+class Typed:
+    n_frames: int | None = None
+    lr: float = 1e-3
+    methods: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] = (0,)
+
+
+@pytest.mark.parametrize("value", [2.5, 3.0, True])
+def test_a_float_or_bool_where_an_int_belongs_names_field_value_and_type(value):
+    with pytest.raises(ValueError, match=rf"config n_frames: expected an int or None, got {value!r} \("):
+        config.build(Typed, {"n_frames": value})
+
+
+def test_toml_bool_for_an_int_is_refused(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("n_frames = true\n")
+    with pytest.raises(ValueError, match=r"config n_frames: expected an int or None, got True \(bool\)"):
+        config.load_config(Typed, f)
+    assert config.load_config(Typed, values={"lr": 1, "n_frames": "4"}) == Typed(n_frames=4, lr=1)  # int is a float
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text", "where"),
+    [(".yaml", "name: x\nmodes: [1, 2\ntrain: {}\n", r"c\.yaml line 3, column 6: not valid YAML"),
+     (".toml", 'name = "x"\nmodes = = 1\n', r"c\.toml: not valid TOML: .*line 2")],
+)  # fmt: skip
+def test_config_file_syntax_error_is_one_line_naming_file_and_line(tmp_path, suffix, text, where):
+    f = tmp_path / f"c{suffix}"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=where) as err:
+        config.load_config(Outer, f)
+    assert "\n" not in str(err.value)
+
+
+def test_override_with_bad_yaml_is_one_line():
+    with pytest.raises(ValueError, match=r"override modes: '\[1,' is not valid YAML") as err:
+        config.load_config(Outer, overrides=["modes=[1,"])
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("one_per_env,base", ("one_per_env", "base")), ("one_per_env, base", ("one_per_env", "base")),
+     ("base", ("base",)), (["a", "b"], ("a", "b")), (None, None)],
+)  # fmt: skip
+def test_tuple_fields_take_comma_separated_values_never_characters(value, expected):
+    assert config.build(Typed, {"methods": value}).methods == expected
+
+
+def test_tuple_elements_and_lengths_are_checked():
+    assert config.build(Typed, {"seeds": "0, 1,2"}).seeds == (0, 1, 2)
+    assert config.build(Typed, {"seeds": 3}).seeds == (3,)
+    assert config.load_config(Outer, overrides=["modes=12,6"]).modes == (12, 6)
+    with pytest.raises(ValueError, match=r"config seeds\[1\]: expected an int, got 'x'"):
+        config.build(Typed, {"seeds": "0,x"})
+    with pytest.raises(ValueError, match=r"config modes: expected 2 values, got 3"):
+        config.build(Outer, {"modes": [1, 2, 3]})
+
+
+def test_atomic_files_get_ordinary_permissions_whatever_the_writer(tmp_path):
+    """safetensors writes its own temp file and renames it over ours (0600): the mode is set after writing."""
+    target = tmp_path / "w.safetensors"
+    io.save_safetensors(target, {"w": torch.zeros(2)})
+    assert target.stat().st_mode & 0o777 == io.ordinary_mode()
+
+
+def test_json_writer_refuses_nan_and_inf_naming_the_key_path(tmp_path):
+    target = tmp_path / "r.json"
+    with pytest.raises(ValueError, match=r"r\.json: scores\.env\[1\] is nan \(JSON has no NaN/inf\)"):
+        io.write_json(target, {"ok": 1.0, "scores": {"env": [0.5, float("nan")]}})
+    with pytest.raises(ValueError, match=r"stats\[2\] is inf"):
+        io.write_json(target, {"stats": np.array([1.0, 2.0, np.inf])})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("rel", ["../../elsewhere/x.safetensors", "/etc/x.safetensors", "a/../../x", "", None])
+def test_manifest_paths_must_stay_inside_the_run_folder(tmp_path, rel):
+    with pytest.raises(ValueError, match=r"m\.json: shard .* must be a relative path inside"):
+        io.inside(tmp_path, rel, tmp_path / "m.json", "shard")
+    good = "experts/env_0001.safetensors"
+    assert io.inside(tmp_path, good, "m.json", "shard") == tmp_path / good
