@@ -94,13 +94,23 @@ def write_environments(path: Path, envs: Sequence[int], traj: torch.Tensor) -> N
 
 
 def finalize(path: Path, out: Path) -> None:
-    """Compute the normalisation statistics (seen envs, training trajectories), mark complete, rename."""
+    """Compute the normalisation statistics (seen envs, training trajectories), mark complete, rename.
+
+    Non-finite statistics (NaN/inf in the training data: a diverged solver) are a ``ValueError`` naming the
+    environments, and the file is left unfinished: every later stage would otherwise train on NaN."""
     h5py = _h5py()
     with h5py.File(path, "r+") as f:
         if not bool(f["env_done"][...].all()):
             missing = np.flatnonzero(~f["env_done"][...]).tolist()
             raise RuntimeError(f"dataset {path}: environments {missing[:10]} are not written yet")
-        mean, std = _channel_stats(f)
+        with np.errstate(all="ignore"):  # non-finite statistics are reported below, with the environments
+            mean, std = _channel_stats(f)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            raise ValueError(
+                f"dataset {path}: the normalisation statistics are not finite (mean {mean.tolist()}, std "
+                f"{std.tolist()}): NaN/inf in the training trajectories of seen environments {_nonfinite_envs(f)} "
+                "(a diverged solver?); delete the file and change the settings"
+            )
         g = f.require_group("stats")
         for k, v in (("mean", mean), ("std", std)):
             if k in g:
@@ -129,6 +139,12 @@ def _channel_stats(f) -> tuple[np.ndarray, np.ndarray]:
     # A constant channel would divide by zero; keep it unscaled instead.
     std = np.where(var > 1e-24, np.sqrt(var), 1.0)
     return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _nonfinite_envs(f) -> list[int]:
+    """Seen environments whose training trajectories hold a NaN/inf (beyond float32 range once stored)."""
+    n_train = int(f.attrs["n_train_traj"])
+    return [int(e) for e in f["split/seen"][...] if not np.isfinite(f["trajectories"][int(e), :n_train]).all()]
 
 
 # ------------------------------------------------------------------------------------------------

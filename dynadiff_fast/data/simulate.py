@@ -44,8 +44,25 @@ class SimulateConfig:
     n_seen: int | None = field(default=None, metadata={"help": "override the number of seen environments"})
     solver: dict[str, Any] = field(default_factory=dict, metadata={"help": "solver setting overrides"})
 
+    def __post_init__(self) -> None:
+        check(self)
+
     def output_path(self) -> Path:
         return Path(self.out) if self.out else Path("runs/data") / f"{self.system}_{self.preset}.h5"
+
+
+def check(cfg: SimulateConfig) -> None:
+    """Refuse, when the config is built (so the CLI says it in one line before any work), settings that give an
+    unusable dataset: the statistics and the zoo need training trajectories (without them the statistics are
+    NaN), validation and evaluation need test trajectories, a trajectory needs a frame after the initial one.
+    The seen-environment count is checked with the split (``split_environments``), also before any work."""
+    if not isinstance(cfg.envs_per_call, int) or cfg.envs_per_call < 1:
+        raise ValueError(f"envs_per_call: expected an integer >= 1, got {cfg.envs_per_call!r}")
+    preset = get_preset(cfg.system, cfg.preset, **_preset_overrides(cfg))
+    for name in ("n_train_traj", "n_test_traj", "n_frames"):
+        value = getattr(preset, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
 
 
 def _batch_seed(seed: int, batch: int) -> int:
@@ -70,8 +87,6 @@ def simulate_dataset(cfg: SimulateConfig, progress: bool = True) -> Path:
 
     from dynadiff_fast.systems import get_system
 
-    if cfg.envs_per_call < 1:
-        raise ValueError(f"envs_per_call: must be >= 1, got {cfg.envs_per_call}")
     preset = get_preset(cfg.system, cfg.preset, **_preset_overrides(cfg))
     system = get_system(cfg.system, **{**preset.system, **cfg.solver})
     out = cfg.output_path()

@@ -19,8 +19,9 @@ Manifest (``FORMAT``, ``VERSION``)::
               val_rmse_one_step, shard, prefix}]      (ordered by env_index, then k)
 
 ``Zoo.open`` checks the manifest against the architecture (every expert tensor's shape and dtype
-against ``ExpertConfig.build()``) and each shard's checksum on first read, so a truncated or
-foreign file fails with a clear error instead of loading wrong weights.
+against ``ExpertConfig.build()``), that every file it names lies inside the zoo folder (no absolute
+path, no ``..``), and each shard's checksum on first read, so a truncated, foreign or misplaced file
+fails with a clear error instead of loading wrong weights.
 """
 
 from __future__ import annotations
@@ -117,7 +118,19 @@ class Zoo:
             raise ValueError(f"zoo: {path} has version {manifest.get('version')!r}; this code reads {VERSION}")
         zoo = cls(root, manifest)
         zoo._check_architecture()
+        zoo._check_paths()
         return zoo
+
+    def _check_paths(self) -> None:
+        """Every file the manifest names (base, shards) is inside the zoo folder, and every expert's shard is
+        listed with a checksum."""
+        where = self.root / MANIFEST
+        io.inside(self.root, self.manifest["base"]["file"], where, "base file")
+        for rel in self.manifest["shards"]:
+            io.inside(self.root, rel, where, "shard")
+        for i, rec in enumerate(self.records):
+            if rec["shard"] not in self.manifest["shards"]:
+                raise ValueError(f"zoo: {where}: expert {i} names shard {rec['shard']!r}, which has no checksum entry")
 
     def _check_architecture(self) -> None:
         expected = param_shapes(self.config)

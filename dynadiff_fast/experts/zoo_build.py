@@ -21,6 +21,10 @@ Presets (``zoo_preset``; any field can be overridden): tiny = K 4, pretrain 10 e
 epochs, lr 1e-3 / 5e-4, batch 32; paper = K 100, Table 3 pretraining epochs, 50 fine-tuning epochs, lr 1e-4.
 The expert architecture is ``expert_config(system, preset)`` with the dataset's channel count.
 
+Finite checks: a base model or an environment's experts with a NaN/inf weight or validation RMSE (training
+diverged, or NaN in the data) stop the build with an error naming the environment, before its shard is written,
+so a zoo with NaN in it never looks finished.
+
 Resumable: ``build.json`` pins what the zoo is (dataset identity, expert architecture, training settings);
 a re-run with the same ones continues (base kept, finished environments kept, a missing/corrupt shard
 redone), a different dataset or setting is refused before anything is written. Every file is written
@@ -275,6 +279,7 @@ def pretrain_base(
                     torch.save(state, tmp)
     bar.close()
     if info.is_main:
+        check_finite("the pretrained base model", weights=zoo_mod.state_tensors(model))
         sha = io.save_safetensors(base_path, zoo_mod.state_tensors(model))
         io.write_json(record_path, {"file": zoo_mod.BASE_FILE, "sha256": sha, "train_loss": losses})
         ckpt.unlink(missing_ok=True)
@@ -303,6 +308,20 @@ def env_done(out: Path, env: int) -> bool:
         log.warning("environment %d: shard %s is corrupt; fine-tuning it again", env, shard)
         return False
     return True
+
+
+def check_finite(what: str, **values: torch.Tensor | dict[str, torch.Tensor]) -> None:
+    """Refuse NaN/inf in ``values`` (tensors, or dicts of weight tensors) of ``what``: a ``ValueError`` naming
+    the first bad entry, so a diverged training fails the build instead of writing NaN into the zoo."""
+    for name, value in values.items():
+        tensors = value if isinstance(value, dict) else {"": value}
+        for key, t in tensors.items():
+            if not bool(torch.isfinite(t).all()):
+                label = f"{name} ({key})" if key else name
+                raise ValueError(
+                    f"zoo: {what}: non-finite {label} (training diverged? lower --lr / --finetune-lr, "
+                    "or check the dataset for NaN)"
+                )
 
 
 def _stack(state: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
@@ -373,6 +392,8 @@ def finetune_group(
         tensors = {
             zoo_mod.expert_prefix(k) + key: w[e].detach() for k, e in enumerate(sel) for key, w in weights.items()
         }
+        check_finite(f"environment {env}", weights=tensors, val_rmse=val, val_rmse_one_step=val1,
+                     base_val_rmse=base_val, base_val_rmse_one_step=base_val1)  # fmt: skip
         sha = io.save_safetensors(out / zoo_mod.env_shard_name(env), tensors)
         records = [
             {

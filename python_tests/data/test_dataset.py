@@ -205,3 +205,29 @@ def test_every_preset_has_a_valid_grid_split_and_solver(system, preset):
     s.validate_params(params)
     split = split_environments(params, p.n_seen, p.out_fraction, seed=0)
     assert len(split["seen"]) == p.n_seen and len(split["unseen_out"]) > 0 and len(split["unseen_in"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("n_train_traj", 0), ("n_test_traj", 0), ("n_frames", -1), ("n_frames", 2.5)]
+)
+def test_settings_leaving_no_data_are_refused_when_the_config_is_built(decay_system, field, value):
+    with pytest.raises(ValueError, match=rf"{field}: expected an integer >= 1, got {value}"):
+        simulate.SimulateConfig(system="decay", **{field: value})
+
+
+def test_no_training_trajectories_is_a_one_line_cli_error_before_any_work(tmp_path, decay_system, capsys):
+    from dynadiff_fast import cli
+
+    out = tmp_path / "d.h5"
+    assert cli.main(["simulate", "-q", "--system", "decay", "--out", str(out), "--n-train-traj", "0"]) == 2
+    assert capsys.readouterr().err == "dynadiff simulate: error: n_train_traj: expected an integer >= 1, got 0\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_statistics_are_an_error_not_a_complete_dataset(tmp_path, decay_system, monkeypatch):
+    # k < 0: u0 exp(-k t) overflows float32 in every environment (a stand-in for a diverged solver)
+    monkeypatch.setitem(presets._TINY, "decay", dataclasses.replace(decay_system, env_grid=((-3000.0, -2000.0, 9),)))
+    out = tmp_path / "d.h5"
+    with pytest.raises(ValueError, match=r"statistics are not finite .*seen environments \[\d"):
+        simulate.make_dataset("decay", "tiny", str(out), progress=False)
+    assert not out.exists()

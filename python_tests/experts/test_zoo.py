@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -227,6 +228,62 @@ def test_open_rejects_foreign_or_mismatched_zoos(built, tmp_path):
         Zoo.open(out)
     with pytest.raises(IndexError):
         Zoo.open(built).load_module(100)
+
+
+@pytest.mark.parametrize(
+    ("entry", "bad"),
+    [("shard", "../../elsewhere/x.safetensors"), ("shard", "/abs/x.safetensors"), ("base file", "../base.safetensors")],
+)
+def test_manifest_paths_outside_the_zoo_are_refused(built, tmp_path, entry, bad):
+    """The checksum sits in the same manifest, so it cannot vouch for a path that leaves the zoo folder."""
+    import shutil
+
+    out = tmp_path / "z"
+    shutil.copytree(built, out)
+    m = json.loads((out / "manifest.json").read_text())
+    if entry == "shard":
+        old = m["experts"][0]["shard"]
+        m["shards"][bad] = m["shards"].pop(old)
+        for rec in m["experts"]:
+            rec["shard"] = bad if rec["shard"] == old else rec["shard"]
+    else:
+        m["base"]["file"] = bad
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=rf"manifest\.json: {entry} '{re.escape(bad)}' must be a relative path inside"):
+        Zoo.open(out)
+
+
+def test_an_expert_shard_without_a_checksum_entry_is_refused(built, tmp_path):
+    import shutil
+
+    out = tmp_path / "z"
+    shutil.copytree(built, out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["experts"][0]["shard"] = "experts/unlisted.safetensors"
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="expert 0 names shard 'experts/unlisted.safetensors', which has no checksum"):
+        Zoo.open(out)
+
+
+@pytest.mark.parametrize("what", ["val_rmse", "weights"])
+def test_non_finite_validation_or_weights_fail_the_build_naming_the_environment(dataset, tmp_path, monkeypatch, what):
+    if what == "val_rmse":
+        monkeypatch.setattr(zoo_build, "validate", lambda experts, *a, **k: (torch.full((experts.num_experts,),
+                            float("nan"), dtype=torch.float64),) * 2)  # fmt: skip
+    else:
+        real = zoo_build.tr.finetune_experts
+
+        def diverges(experts, *args, **kwargs):
+            history = real(experts, *args, **kwargs)
+            with torch.no_grad():
+                next(experts.parameters()).fill_(float("nan"))
+            return history
+
+        monkeypatch.setattr(zoo_build.tr, "finetune_experts", diverges)
+    out = tmp_path / "z"
+    with pytest.raises(ValueError, match=rf"zoo: environment \d+: non-finite {what}"):
+        zoo_build.build_zoo(_cfg(dataset, out, pretrain_epochs=0, finetune_epochs=0))
+    assert not (out / "manifest.json").exists() and not list(out.rglob("env_*"))
 
 
 def test_bad_config_values_name_the_argument(dataset, tmp_path):
