@@ -9,8 +9,10 @@ One checkpoint is one folder ``RUN_DIR/checkpoints/step_<step:08d>/`` holding
 
 The folder is written under a hidden temporary name and renamed when every file is complete, so a
 killed run never leaves a half checkpoint under a real name: resume takes the highest complete step.
-Checksums in ``meta.json`` catch files corrupted later. Weights and metadata are plain safetensors +
-JSON (readable without this package); optimizer state stays in its own file so inference never reads it.
+Checksums in ``meta.json`` catch files corrupted later: without an explicit step, a damaged newest
+checkpoint (unreadable metadata, a missing file, a checksum mismatch) is skipped with a warning and the
+newest intact older one is used. Weights and metadata are plain safetensors + JSON (readable without
+this package); optimizer state stays in its own file so inference never reads it.
 
     save_checkpoint(run_dir, model, step=s, ema=ema, optimizer=opt, meta={"config": ..., "losses": ...})
     meta = load_checkpoint(run_dir, model, ema=ema, optimizer=opt)   # resume (None when no checkpoint)
@@ -19,6 +21,7 @@ JSON (readable without this package); optimizer state stays in its own file so i
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -31,6 +34,8 @@ from torch import nn
 
 from dynadiff_fast import io
 from dynadiff_fast.config import versions
+
+log = logging.getLogger("dynadiff.checkpoint")
 
 FORMAT = "dynadiff-checkpoint/1"
 RESERVED = ("format", "step", "versions", "files")
@@ -132,6 +137,7 @@ def save_checkpoint(
             files["optimizer.pt"] = io.sha256_file(tmp / "optimizer.pt")
         doc = {"format": FORMAT, "step": step, "versions": versions(), "files": files, **meta}
         io.write_json(tmp / "meta.json", doc)
+        tmp.chmod(io.ordinary_mode(folder=True))  # mkdtemp creates 0700
         if final.exists():  # re-saving a step (e.g. the final save after a resume at that step)
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -143,9 +149,43 @@ def save_checkpoint(
     return final
 
 
+def _damage(path: Path) -> str | None:
+    """Why checkpoint folder ``path`` cannot be trusted (unreadable ``meta.json``, a listed file missing or not
+    matching its checksum), or None when it is intact. A foreign format is not damage: ``read_meta`` names it."""
+    meta = path / "meta.json"
+    try:
+        doc = io.read_json(meta, "checkpoint metadata")
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            return None
+        if not isinstance(doc.get("files"), dict):
+            return f"{meta} lists no files"
+        for name, sha in doc["files"].items():
+            io.verify_checksum(io.inside(path, name, meta, "files entry"), sha, name)
+    except (OSError, ValueError) as err:
+        return str(err)
+    return None
+
+
+def newest_intact(run_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint folder of ``run_dir`` that is intact, skipping (with a warning) damaged newer ones: a
+    bad disk or a tampered file costs the steps since the previous checkpoint, not the run. None when there is no
+    checkpoint; ``ValueError`` when every one is damaged."""
+    dirs = checkpoint_dirs(run_dir)
+    damaged = []
+    for path in reversed(dirs):
+        reason = _damage(path)
+        if reason is None:
+            return path
+        log.warning("checkpoint %s is damaged (%s); falling back to the previous one", path, reason)
+        damaged.append(f"{path.name}: {reason}")
+    if damaged:
+        raise ValueError(f"checkpoint: no intact checkpoint in {Path(run_dir) / 'checkpoints'} ({'; '.join(damaged)})")
+    return None
+
+
 def _resolve(run_dir: str | os.PathLike, step: int | None) -> Path | None:
     if step is None:
-        return latest_checkpoint(run_dir)
+        return newest_intact(run_dir)
     path = Path(run_dir) / "checkpoints" / f"step_{step:08d}"
     if not path.is_dir():
         have = [int(_STEP_DIR.match(p.name).group(1)) for p in checkpoint_dirs(run_dir)]
@@ -154,7 +194,7 @@ def _resolve(run_dir: str | os.PathLike, step: int | None) -> Path | None:
 
 
 def read_meta(run_dir: str | os.PathLike, step: int | None = None) -> dict[str, Any] | None:
-    """The ``meta.json`` of checkpoint ``step`` (default: the latest), or None when there is none."""
+    """The ``meta.json`` of checkpoint ``step`` (default: the newest intact one), or None when there is none."""
     path = _resolve(run_dir, step)
     if path is None:
         return None
@@ -191,10 +231,10 @@ def load_checkpoint(
     step: int | None = None,
     map_location: str | torch.device = "cpu",
 ) -> dict[str, Any] | None:
-    """Load checkpoint ``step`` (default: the latest) of ``run_dir`` into whichever of model/ema/optimizer
-    are given; returns its metadata (plus ``"state"``: the trainer state, when an optimizer file exists),
-    or None when ``run_dir`` holds no checkpoint yet (a fresh run). To load the EMA weights for
-    inference, pass the inference model as ``ema``."""
+    """Load checkpoint ``step`` (default: the newest intact one) of ``run_dir`` into whichever of
+    model/ema/optimizer are given; returns its metadata (plus ``"state"``: the trainer state, when an
+    optimizer file exists), or None when ``run_dir`` holds no checkpoint yet (a fresh run). To load the
+    EMA weights for inference, pass the inference model as ``ema``."""
     path = _resolve(run_dir, step)
     if path is None:
         return None

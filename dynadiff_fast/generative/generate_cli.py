@@ -7,7 +7,10 @@ from frame ``start``), standardises them with the run's statistics, generates ``
 the best by the prefix score on those frames (``select="prefix"``). Writes
 
     expert.safetensors   the expert's neuraloperator state dict; metadata "fno_kwargs" (JSON) and provenance
-    expert.json          {"fno_kwargs": {...}, "system_name", "run", "obs", "frames", "score", "seconds", ...}
+    expert.json          {"fno_kwargs": {...}, "system_name", "run", "obs", "frames", "prefix_score_mse", ...}
+
+``prefix_score_mse`` is null with one observed frame (no frame pair to score). A non-finite score with more
+frames means non-finite generated weights: an error, and nothing is written.
 
 Load it without this package::
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,13 +113,23 @@ def generate_expert(cfg: GenerateConfig) -> Path:
                                   guidance=cfg.guidance, seed=cfg.seed, prompt_mode=cfg.prompt_mode,
                                   method=cfg.method)  # fmt: skip
     seconds = time.perf_counter() - t0
+    score = prefix_score(scores, cfg.frames)
+    if score is not None and not math.isfinite(score):
+        raise ValueError(f"generate: the generated expert scores {score} on the observed frames: its weights are "
+                         f"not finite (guidance {cfg.guidance}, steps {cfg.steps}); nothing was written")  # fmt: skip
     extra = {"system_name": dd.system_name, "run": str(Path(cfg.run).resolve()), "obs": cfg.obs,
              "frames": cfg.frames, "traj": cfg.traj, "start": cfg.start, "n_samples": cfg.n_samples,
              "steps": cfg.steps, "seed": cfg.seed, "prompt_mode": cfg.prompt_mode,
-             "prefix_score_mse": float(scores[0]), "seconds": seconds}  # fmt: skip
+             "prefix_score_mse": score, "seconds": seconds}  # fmt: skip
     out = write_expert(cfg.out, experts, 0, extra)
-    log.info("generate: wrote %s (prefix score on the observed frames %.4g, %.2f s)", out, float(scores[0]), seconds)
+    log.info("generate: wrote %s (prefix score on the observed frames %s, %.2f s)", out, score, seconds)
     return out
+
+
+def prefix_score(scores: torch.Tensor, frames: int) -> float | None:
+    """The kept expert's prefix score for ``expert.json``; None with one frame, where DynaDiff scores NaN (no frame
+    pair to score) and strict JSON has no NaN."""
+    return float(scores[0]) if frames >= 2 else None
 
 
 def _run(cfg: GenerateConfig) -> int:

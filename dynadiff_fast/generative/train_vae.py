@@ -279,11 +279,30 @@ def _metadata(cfg, vcfg, graph, zoo, normalizer_sha: str, losses: dict, step: in
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    """Drop log lines past ``step`` (written after the checkpoint a resumed run restarts from), and a torn last
+    line (a kill, a full disk or a power loss in the middle of writing it): the resumed run writes it again.
+    A damaged line before the last one is not a torn write and stays an error naming the file and line."""
     if path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        lines = [ln for ln in path.read_text().splitlines() if ln]
+        records = [_log_record(ln) for ln in lines]
+        if records and records[-1] is None:
+            log.warning("%s: dropping a torn last line %r", path, lines[-1][:80])
+            lines, records = lines[:-1], records[:-1]
+        if None in records:
+            raise ValueError(f"log: {path} line {records.index(None) + 1} is not a JSON record with a step; "
+                             "the log is corrupt (delete the line to resume)")  # fmt: skip
+        keep = [ln for ln, rec in zip(lines, records) if rec["step"] <= step]
         with io.atomic_path(path) as tmp:
             tmp.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _log_record(line: str) -> dict | None:
+    """One JSONL log line as a dict holding an integer ``step``, or None when it is not one (torn or corrupt)."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("step"), int) else None
 
 
 def _normalizer(cfg: TrainVAEConfig, tokens, previous: dict | None, info: dist.DistInfo):

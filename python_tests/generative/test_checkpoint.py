@@ -140,3 +140,53 @@ def test_tied_weights_and_wrappers(tmp_path):
     other = _tied(5)
     load_checkpoint(tmp_path, other)
     assert torch.equal(other[0].weight, model[0].weight)
+
+
+@pytest.mark.parametrize("damage", ["model", "meta"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, caplog, damage):
+    model = _model()
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            model[0].bias.fill_(step)
+        save_checkpoint(tmp_path, model, step=step, keep=3)
+    newest = latest_checkpoint(tmp_path)
+    if damage == "model":
+        path = newest / "model.safetensors"
+        path.write_bytes(path.read_bytes()[:-3] + b"xyz")
+    else:
+        (newest / "meta.json").write_text('{"format": "dynadiff-checkpoint/1", "st')  # torn write
+    other = _model(seed=3)
+    with caplog.at_level("WARNING", logger="dynadiff.checkpoint"):
+        assert load_checkpoint(tmp_path, other)["step"] == 2
+    assert torch.all(other[0].bias == 2)
+    assert "step_00000003 is damaged" in caplog.text and "falling back" in caplog.text
+    assert read_meta(tmp_path)["step"] == 2
+    with pytest.raises(ValueError, match="checksum mismatch|corrupt or truncated"):
+        load_checkpoint(tmp_path, other, step=3)  # an explicit step is never swapped for another
+
+
+def test_every_checkpoint_damaged_is_an_error_naming_them(tmp_path):
+    for step in (1, 2):
+        save_checkpoint(tmp_path, _model(), step=step)
+    for d in checkpoint_dirs(tmp_path):
+        (d / "model.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"no intact checkpoint .*step_00000002: .*checksum mismatch.*step_00000001"):
+        load_checkpoint(tmp_path, _model())
+
+
+def test_checkpoint_paths_from_meta_stay_inside_the_folder(tmp_path):
+    save_checkpoint(tmp_path, _model(), step=1)
+    save_checkpoint(tmp_path, _model(), step=2)
+    meta_path = latest_checkpoint(tmp_path) / "meta.json"
+    doc = json.loads(meta_path.read_text())
+    doc["files"]["../../outside.safetensors"] = "0" * 64
+    meta_path.write_text(json.dumps(doc))
+    assert load_checkpoint(tmp_path, _model())["step"] == 1  # step 2 names a file outside its folder
+
+
+def test_checkpoint_folders_get_ordinary_permissions(tmp_path):
+    from dynadiff_fast import io
+
+    path = save_checkpoint(tmp_path, _model(), step=0)
+    assert path.stat().st_mode & 0o777 == io.ordinary_mode(folder=True)
+    assert (path / "model.safetensors").stat().st_mode & 0o777 == io.ordinary_mode()

@@ -357,28 +357,38 @@ def test_broken_run_dirs(pipeline, tmp_path):
         DynaDiff.load(tmp_path / "run2")
 
 
-def test_generate_cli_writes_a_neuraloperator_checkpoint(pipeline, dd, tmp_path):
+def test_generate_cli_writes_a_neuraloperator_checkpoint(pipeline, dd, tmp_path, capsys):
     from neuralop.models import FNO
     from safetensors.torch import load_file
 
+    from dynadiff_fast import io
     from dynadiff_fast.cli import main
 
     out = tmp_path / "expert.safetensors"
     args = ["generate", "-q", "--run", str(pipeline["run"]), "--obs", f"{pipeline['data']}:0", "--frames", "4",
             "--out", str(out), "--n-samples", "2", "--steps", "4"]  # fmt: skip
     assert main(args) == 0
+    for path in (out, out.with_suffix(".json")):  # the umask mode of a plain open(), not tempfile's 0600
+        assert path.stat().st_mode & 0o777 == io.ordinary_mode()
     doc = json.loads(out.with_suffix(".json").read_text())
     model = FNO(**doc["fno_kwargs"])
     model.load_state_dict(load_file(str(out)))
     x = torch.randn(2, 1, 12, 12)
     experts, _ = dd.generate(read_obs(dd, pipeline, 4), n_samples=2, steps=4, seed=0)
     torch.testing.assert_close(model(x), experts(x)[0], rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="relax_other"):
-        main([*args[:5], f"{pipeline['other']}:0", *args[6:]])
-    with pytest.raises(ValueError, match="FILE.h5:ENV_INDEX"):
-        main([*args[:5], str(pipeline["data"]), *args[6:]])
-    with pytest.raises(ValueError, match="environment 99"):
-        main([*args[:5], f"{pipeline['data']}:99", *args[6:]])
+    capsys.readouterr()
+    for obs, message in [(f"{pipeline['other']}:0", "relax_other"), (str(pipeline["data"]), "FILE.h5:ENV_INDEX"),
+                         (f"{pipeline['data']}:99", "environment 99")]:  # fmt: skip
+        assert main([*args[:5], obs, *args[6:]]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("dynadiff generate: error: obs: ") and message in err and err.count("\n") == 1
+    # one frame: nothing to score; the JSON says null (strict JSON has no NaN)
+    assert main([*args[:7], "1", *args[8:]]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["prefix_score_mse"] is None
+    # non-finite generated weights (here from a NaN guidance scale) are an error, and nothing is written
+    nan_out = tmp_path / "nan.safetensors"
+    assert main([*args[:9], str(nan_out), *args[10:], "--guidance", "nan"]) == 2
+    assert "weights are not finite" in capsys.readouterr().err and not nan_out.exists()
 
 
 def read_obs(dd, pipeline, frames):

@@ -304,3 +304,17 @@ def test_bad_config_and_missing_inputs(tmp_path):
         train_vae(TrainVAEConfig(zoo=str(tmp_path / "nope"), out=str(tmp_path / "run")))
     with pytest.raises(FileNotFoundError, match="holds no VAE checkpoint"):
         load_vae(tmp_path)
+
+
+def test_resume_tolerates_a_torn_last_log_line(tmp_path):
+    """A kill or a full disk mid-write leaves half a JSON line at the end of the log: it is dropped (the resumed run
+    writes it again); lines past the checkpoint go too; a damaged line before the last is an error naming it."""
+    from dynadiff_fast.generative.train_vae import _truncate_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "loss": 0.3}\n{"step": 4, "lo')
+    _truncate_log(log, 2)
+    assert [json.loads(ln)["step"] for ln in log.read_text().splitlines()] == [1, 2]
+    log.write_text('{"step": 1}\n{"st\n{"step": 2}\n')
+    with pytest.raises(ValueError, match=r"log\.jsonl line 2 is not a JSON record"):
+        _truncate_log(log, 2)
