@@ -6,6 +6,9 @@ over channels and space of the standardised fields:
 
     rmse[e, b, t-1] = sqrt( mean_{c,h,w} (x̂_t[e, b] - x_t[e, b])^2 )
 
+(FNO experts, ``BatchedFNO``, on frames ``[C, H, W]``; the Lotka–Volterra MLP experts, ``BatchedMLP``, on ODE
+states ``[C]``, the mean then over channels only.)
+
 Experts run in chunks (whole rollouts, no trajectory stored) so memory stays within a budget.
 
 The *prefix score* (``prefix_error``, ``paired_prefix_errors``) is the one score by which every method that
@@ -27,14 +30,25 @@ import torch
 
 from dynadiff_fast.profiling import nvtx_range
 from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+from dynadiff_fast.weightspace.batched_mlp import BatchedMLP
 
 # Default memory budget of one chunk (true frames + rollout state + layer activations).
 MEMORY_BUDGET = 1 << 30
 
 
-def _chunk_size(experts: BatchedFNO, frame_shape: tuple[int, ...], B: int, T1: int, budget: int) -> int:
+def _frame_spec(experts: BatchedFNO | BatchedMLP) -> tuple[int, int]:
+    """(rank, channels) of the frames the experts step: [C, H, W] fields (FNO) or [C] ODE states (MLP)."""
+    if isinstance(experts, BatchedMLP):
+        return 1, experts.config.state_dim
+    return 3, experts.config.in_channels
+
+
+def _chunk_size(experts: BatchedFNO | BatchedMLP, frame_shape: tuple[int, ...], B: int, T1: int, budget: int) -> int:
     """Experts per chunk so that the chunk's frames and activations fit ``budget`` bytes (float32)."""
     cfg = experts.config
+    if isinstance(experts, BatchedMLP):  # true frames [T1, C] and the RK4 stages' [hidden] activations
+        per_expert = 4 * B * (T1 * frame_shape[0] + 8 * cfg.hidden)
+        return max(1, min(experts.num_experts, budget // per_expert))
     c, h, w = frame_shape
     width = max(cfg.hidden_channels, cfg.lifting_channels, cfg.projection_channels, c)
     per_expert = 4 * B * h * w * (T1 * c + 8 * width)
@@ -42,23 +56,25 @@ def _chunk_size(experts: BatchedFNO, frame_shape: tuple[int, ...], B: int, T1: i
 
 
 def _load(data: Any, sl: slice, n_experts: int, steps: int) -> torch.Tensor:
-    """Frames 0..steps of experts ``sl``: [n or 1, B, steps+1, C, H, W] from a tensor or (dataset, envs)."""
+    """Frames 0..steps of experts ``sl``: [n or 1, B, steps+1, *frame] from a tensor or (dataset, envs)."""
     if isinstance(data, torch.Tensor):
         return data[:, :, : steps + 1] if data.shape[0] == 1 else data[sl, :, : steps + 1]
     dataset, envs = data
     return dataset.test(list(envs)[sl], normalized=True)[:, :, : steps + 1]
 
 
-def _check(experts: BatchedFNO, data: Any, rollout_steps: int) -> tuple[int, tuple[int, ...], int]:
+def _check(experts: BatchedFNO | BatchedMLP, data: Any, rollout_steps: int) -> tuple[int, tuple[int, ...], int]:
     """Validate; return (B, frame shape, frames available)."""
-    if not isinstance(experts, BatchedFNO):
-        raise TypeError(f"experts: expected a BatchedFNO, got {type(experts).__name__}")
+    if not isinstance(experts, (BatchedFNO, BatchedMLP)):
+        raise TypeError(f"experts: expected a BatchedFNO or a BatchedMLP, got {type(experts).__name__}")
+    rank, channels = _frame_spec(experts)
+    dims = "C, H, W" if rank == 3 else "C"
     if not isinstance(rollout_steps, int) or rollout_steps < 1:
         raise ValueError(f"rollout_steps: expected an integer >= 1, got {rollout_steps!r}")
     E = experts.num_experts
     if isinstance(data, torch.Tensor):
-        if data.dim() != 6:
-            raise ValueError(f"data: expected [E or 1, B, T+1, C, H, W], got shape {tuple(data.shape)}")
+        if data.dim() != 3 + rank:
+            raise ValueError(f"data: expected [E or 1, B, T+1, {dims}], got shape {tuple(data.shape)}")
         n, B, T1 = data.shape[:3]
         frame = tuple(data.shape[3:])
     elif isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "test"):
@@ -66,13 +82,13 @@ def _check(experts: BatchedFNO, data: Any, rollout_steps: int) -> tuple[int, tup
         n = len(list(envs))
         B, T1, frame = dataset.n_traj - dataset.n_train_traj, dataset.n_frames, tuple(dataset.frame_shape)
     else:
-        raise TypeError(f"data: expected a tensor [E or 1, B, T+1, C, H, W] or (EnvDataset, envs), got {type(data)}")
+        raise TypeError(f"data: expected a tensor [E or 1, B, T+1, {dims}] or (EnvDataset, envs), got {type(data)}")
     if n not in (1, E):
         raise ValueError(f"data: leading axis {n} must be 1 (shared) or num_experts={E}")
     if T1 < rollout_steps + 1:
         raise ValueError(f"rollout_steps: {rollout_steps} needs {rollout_steps + 1} frames, data has {T1}")
-    if len(frame) != 3 or frame[0] != experts.config.in_channels:
-        raise ValueError(f"data: frames {frame} do not fit experts taking C={experts.config.in_channels} channels")
+    if len(frame) != rank or frame[0] != channels:
+        raise ValueError(f"data: frames {frame} do not fit experts taking [{dims}] frames with C={channels} channels")
     return B, frame, T1
 
 
@@ -87,7 +103,7 @@ def prefix_error(rollouts: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
     return d.double().square().flatten(2).mean(-1).float()
 
 
-def paired_prefix_errors(experts: BatchedFNO, obs: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def paired_prefix_errors(experts: BatchedFNO | BatchedMLP, obs: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """Prefix score of expert ``e`` on ITS OWN observation sequence ``obs[e]`` (``obs [E, L, C, *S]``) -> ``[E]``."""
     length = obs.shape[1]
     errs = []
@@ -102,7 +118,7 @@ def paired_prefix_errors(experts: BatchedFNO, obs: torch.Tensor, chunk: int = 25
 
 @torch.no_grad()
 def evaluate_experts(
-    experts: BatchedFNO,
+    experts: BatchedFNO | BatchedMLP,
     data: Any,
     rollout_steps: int,
     chunk_size: int | None = None,
@@ -114,7 +130,7 @@ def evaluate_experts(
     """Autoregressive rollout RMSE of every expert on its data.
 
     Args:
-        experts: E experts (``BatchedFNO``).
+        experts: E experts (``BatchedFNO``, or ``BatchedMLP`` on ODE frames ``[C]`` in place of ``[C, H, W]``).
         data: standardised true trajectories, either
             * a tensor ``[E or 1, B, T+1, C, H, W]``: frame 0 is the initial state, frames 1..T the
               truth; leading axis E gives expert e its own trajectories (e.g. its environment),
@@ -140,7 +156,7 @@ def evaluate_experts(
         raise ValueError(f"chunk_size: expected an integer >= 1, got {chunk_size!r}")
     if not isinstance(data, torch.Tensor) and len(list(data[1])) == 1:  # one shared env: load it once
         data = data[0].test(list(data[1]), normalized=True)[:, :, : rollout_steps + 1]
-    ref = experts.stacked()["lifting.fcs.0.weight"]
+    ref = experts.stacked()["0.weight" if isinstance(experts, BatchedMLP) else "lifting.fcs.0.weight"]
     out = torch.empty(E, B, rollout_steps)
     bar = tqdm(range(0, E, chunk), desc="evaluate experts", unit="chunk", disable=None if progress else True)
     with nvtx_range("eval/evaluate_experts"):
@@ -150,9 +166,9 @@ def evaluate_experts(
             truth = _load(data, sl, E, rollout_steps).to(device=ref.device, dtype=ref.dtype)
             x = truth[:, :, 0]
             if x.shape[0] == 1:
-                x = x[0]  # shared initial frames: BatchedFNO broadcasts them
+                x = x[0]  # shared initial frames: BatchedFNO / BatchedMLP broadcast them
             for t in range(1, rollout_steps + 1):
                 x = sub(x)
-                err = (x - truth[:, :, t]).square().mean(dim=(-3, -2, -1)).sqrt()  # [n, B]
+                err = (x - truth[:, :, t]).square().mean(dim=tuple(range(2, x.dim()))).sqrt()  # [n, B]
                 out[sl, :, t - 1] = err.float().cpu()
     return out.mean(dim=1) if reduce == "mean" else out

@@ -1,4 +1,5 @@
-"""Weight space: stacked experts (BatchedFNO), the weight graph (module <-> ragged node tokens), normalisation."""
+"""Weight space: stacked experts (BatchedFNO, BatchedMLP), the weight graph (module <-> ragged node tokens),
+normalisation."""
 
 from dynadiff_fast._lazy import lazy_exports
 
@@ -6,6 +7,7 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "BatchedFNO": "batched_fno",
+        "BatchedMLP": "batched_mlp",
         "WeightGraph": "graph",
         "NodeTokens": "graph",
         "WeightNormalizer": "normalization",
