@@ -1,8 +1,9 @@
 """DynaDiff (the method): expert weights generated from the observed frames (``DynaDiff.generate``).
 
-dynadiff_prefix       K samples per environment, the one with the best prefix score on the observed frames
-                      kept (select="prefix"; the score every prefix-based method selects by).
-dynadiff_none         all K samples kept (select="none"); metrics average over the samples, and the std
+dynadiff_prefix       K samples per environment (at each of the run's guidance scales, ``dit.guidance``), the
+                      one with the best prefix score on the observed frames kept (select="prefix"; the score
+                      every prefix-based method selects by).
+dynadiff_none         all K (times the guidance scales) samples kept (select="none"); metrics average over the samples, and the std
                       over samples is part of the reported spread.
 dynadiff_shuffled     control: each environment prompted with another environment's observations
                       (prompt_mode="shuffled"), select="none".
@@ -43,6 +44,6 @@ def run(ctx: Context, task: Task) -> dict[str, Adapted]:
             continue
         with Timer() as t:
             experts, _ = dd.generate(obs, n_samples=ctx.n_samples, select=select, seed=ctx.seed, prompt_mode=mode)
-        k = 1 if select == "prefix" else ctx.n_samples
+        k = 1 if select == "prefix" else dd.n_candidates(ctx.n_samples)
         out[key] = adapted_experts(experts.to(ctx.device), t.seconds, k, select=select, prompt_mode=mode)
     return out

@@ -290,21 +290,20 @@ def memorisation_audit(
     frames = _check_frames(dd, frames, N)
     _check_count("n_samples", n_samples)
     generated, _ = dd.generate(obs, n_samples, select="none", steps=steps, seed=seed)
-    if generated.num_experts != N * n_samples:
-        raise ValueError(
-            f"dd.generate: returned {generated.num_experts} experts, expected N * n_samples = {N * n_samples}"
-        )
+    k = dd.n_candidates(n_samples)  # every candidate generation ranks (n_samples at each guidance scale)
+    if generated.num_experts != N * k:
+        raise ValueError(f"dd.generate: returned {generated.num_experts} experts, expected N * candidates = {N * k}")
     experts = zoo.batched().to(dd.device)
     env = zoo.env_index.to(dd.device)
 
     zoo_tokens = weight_tokens(dd, experts)
-    w_gen = rms_distances(weight_tokens(dd, generated), zoo_tokens).view(N, n_samples, -1)
+    w_gen = rms_distances(weight_tokens(dd, generated), zoo_tokens).view(N, k, -1)
     weight_within, weight_between = nearest_within_between(rms_distances(zoo_tokens, zoo_tokens), env)
 
     per_env = []
     for n in range(N):
         zoo_out = experts(frames[n])  # [E_zoo, B, C, H, W]
-        gen_out = generated.select(list(range(n * n_samples, (n + 1) * n_samples)))(frames[n])
+        gen_out = generated.select(list(range(n * k, (n + 1) * k)))(frames[n])
         within, between = nearest_within_between(rms_distances(zoo_out, zoo_out), env)
         per_env.append({
             "weight_nn": w_gen[n].min(1).values.tolist(),

@@ -26,6 +26,7 @@ shuffled-prompt control with a single environment).
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -40,6 +41,7 @@ from dynadiff_fast._tensor import as_tensor
 from dynadiff_fast.generative.diffusion import Schedule, guided, q_sample, sample, training_target
 from dynadiff_fast.generative.dit import DiTConfig, LatentDiT
 from dynadiff_fast.generative.prompter import Prompter, PrompterConfig
+from dynadiff_fast.generative.vicinal import mix as vicinal_mix
 from dynadiff_fast.profiling import nvtx_range
 
 FORMAT = "dynadiff-dit-run"
@@ -121,6 +123,7 @@ class DynaDiffModel(nn.Module):
         n: torch.Tensor,
         eps: torch.Tensor,
         drop: torch.Tensor,
+        mix: tuple[torch.Tensor, ...] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training losses ``(L_diffusion, L_aux)`` for one batch.
 
@@ -128,8 +131,14 @@ class DynaDiffModel(nn.Module):
             obs ``[B, L, *frame]`` padded observations with ``lengths [B]``; z0 ``[B, L_lat, d]`` zoo latents (raw);
             params ``[B, P]`` environment parameters (raw); n ``[B]`` diffusion steps; eps ``[B, L_lat, d]`` noise;
             drop ``[B]`` bool: condition dropped (classifier-free guidance training).
+            mix: ``(obs_b, lengths_b, params_b, lam [B])``: each row's partner (``generative.vicinal``; ``z0`` is
+                then the mixed expert's latent): prompt and parameters become ``lam a + (1 - lam) b`` (lam = 1: as is).
         """
         prompt = self.prompter(obs, lengths)
+        if mix is not None:
+            obs_b, lengths_b, params_b, lam = mix
+            prompt = vicinal_mix(prompt, self.prompter(obs_b, lengths_b), lam)
+            params = vicinal_mix(params.float(), params_b.float(), lam)
         aux = F.mse_loss(self.prompter.aux(prompt), self.standardize_params(params))
         x0 = self.standardize_latent(z0)
         out = self.dit(q_sample(self.schedule, x0, n, eps), n, prompt, drop)
@@ -146,7 +155,8 @@ class DynaDiffModel(nn.Module):
         method: str = "ddim",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Raw latents ``[B, L, d]`` for ``prompts [B, prompt_dim]`` from ``noise [B, L, d]``."""
+        """Raw latents ``[B, L, d]`` for ``prompts [B, prompt_dim]`` from ``noise [B, L, d]``; ``guidance``: one
+        classifier-free guidance scale, or one per row ``[B]`` (None: plain conditional)."""
 
         def cond(x, n):
             return self.dit(x, n, prompts)
@@ -158,7 +168,9 @@ class DynaDiffModel(nn.Module):
                     "guidance: this DiT was trained with cond_dropout=0, so it has no unconditional branch; "
                     "pass guidance=None or retrain with dit.cond_dropout > 0"
                 )
-            model = guided(cond, lambda x, n: self.dit(x, n, None), float(guidance))
+            scale = torch.as_tensor(guidance, dtype=noise.dtype, device=noise.device)
+            scale = scale.view(-1, *[1] * (noise.dim() - 1)) if scale.dim() == 1 else scale
+            model = guided(cond, lambda x, n: self.dit(x, n, None), scale)
         x = sample(model, noise, self.schedule, steps, method, self.cfg.prediction, generator=generator)
         return self.unstandardize_latent(x)
 
@@ -330,6 +342,21 @@ class DynaDiff:
         pick = others[int(torch.randint(len(others), (1,), generator=g))]
         return ref[pick : pick + 1].clone()
 
+    def guidance_scales(self, guidance: Any = None) -> tuple[float, ...]:
+        """The guidance scales of a generation request: ``guidance`` (a number or a sequence of them) or, when None,
+        the run's own (``dit.guidance``; empty: ``(1.0,)``, plain conditional)."""
+        scales = self.model.cfg.guidance if guidance is None else guidance
+        scales = (scales,) if isinstance(scales, int | float) else tuple(scales)
+        if any(isinstance(w, bool) or not isinstance(w, int | float) for w in scales):
+            raise TypeError(f"guidance: expected a number, a sequence of numbers or None, got {guidance!r}")
+        if any(not math.isfinite(w) or w < 0 for w in scales):
+            raise ValueError(f"guidance: scales must be finite numbers >= 0, got {list(scales)}")
+        return tuple(float(w) for w in scales) or (1.0,)
+
+    def n_candidates(self, n_samples: int, guidance: Any = None) -> int:
+        """Candidates per environment of ``generate``: ``n_samples`` at each guidance scale."""
+        return n_samples * len(self.guidance_scales(guidance))
+
     @torch.no_grad()
     def decode(self, z: torch.Tensor):
         """Raw latents ``[E, L, d]`` -> ``BatchedFNO`` of E experts."""
@@ -367,37 +394,41 @@ class DynaDiff:
 
         Args:
             obs: standardised frames ``[L, *frame]`` (one environment) or ``[N, L, *frame]``; any ``L >= 1``.
-            n_samples: candidates K per environment.
+            n_samples: candidates K per environment and guidance scale.
             select: "prefix": keep each environment's best candidate by the prefix score on its observed frames
-                (the first candidate when L = 1); "none": keep all N*K (env-major: expert n*K + k).
-            steps: sampler steps (network evaluations). guidance: classifier-free guidance scale (None: off).
+                (the first candidate when L = 1); "none": keep all N*K*S (env-major: expert (n*S + s)*K + k).
+            steps: sampler steps (network evaluations).
+            guidance: classifier-free guidance scale(s): a number or a sequence of S of them, K candidates at
+                each, all ranked together (None: the run's ``dit.guidance``; empty there: scale 1, plain
+                conditional). The k-th candidate starts from the same noise at every scale.
             seed: seeds the initial noise (and the shuffled control). method: "ddim" | "ddpm".
             prompt_mode: "real" | "shuffled" | "zero" (controls, see ``prompts``).
         Returns:
-            ``(experts, scores)``: a ``BatchedFNO`` of N (prefix) or N*K (none) experts, and their prefix scores
-            (MSE) ``[N]`` or ``[N*K]`` (NaN when L = 1).
+            ``(experts, scores)``: a ``BatchedFNO`` of N (prefix) or N*K*S (none) experts, and their prefix scores
+            (MSE) ``[N]`` or ``[N*K*S]`` (NaN when L = 1).
         """
         if select not in SELECT:
             raise ValueError(f"select: must be one of {SELECT}, got {select!r}")
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
-        if guidance is not None and not isinstance(guidance, int | float):
-            raise TypeError(f"guidance: expected a number or None, got {type(guidance).__name__}")
+        scales = self.guidance_scales(guidance)
         obs = self.check_obs(obs)
-        N, K = obs.shape[0], n_samples
-        prompts = self.prompts(obs, prompt_mode, seed).repeat_interleave(K, dim=0)
+        N, K, S = obs.shape[0], n_samples, len(scales)
+        prompts = self.prompts(obs, prompt_mode, seed).repeat_interleave(S * K, dim=0)
         g = torch.Generator().manual_seed(seed)
-        noise = torch.randn((N * K, *self.model.dit.latent_shape), generator=g).to(self.device)
+        noise = torch.randn((N, 1, K, *self.model.dit.latent_shape), generator=g)
+        noise = noise.expand(N, S, K, *noise.shape[3:]).reshape(N * S * K, *noise.shape[3:]).to(self.device)
+        scale = None if scales == (1.0,) else torch.tensor(scales).repeat_interleave(K).repeat(N)
         with nvtx_range("dit/sample"):
-            z = self.model.sample_latents(prompts, noise, steps, guidance, method, generator=g)
+            z = self.model.sample_latents(prompts, noise, steps, scale, method, generator=g)
         experts = self.decode(z)
-        scores = self.score(experts, obs, K)
+        scores = self.score(experts, obs, S * K)
         if select == "none":
             return experts, scores
         if obs.shape[1] < 2 and K > 1:
             warnings.warn(
                 "select='prefix' with L = 1 frame has no frame pair to score: kept the first candidate", stacklevel=2
             )
-        per_env = scores.view(N, K).nan_to_num(float("inf"))
-        best = per_env.argmin(1) + torch.arange(N) * K
+        per_env = scores.view(N, S * K).nan_to_num(float("inf"))
+        best = per_env.argmin(1) + torch.arange(N) * (S * K)
         return experts.select(best), scores[best]

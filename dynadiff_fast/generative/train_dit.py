@@ -12,7 +12,9 @@ test time). Loss per batch:
     prompt = Prompter(obs[:l]),  x_n = sqrt(abar_n) z_std + sqrt(1 - abar_n) eps,  z_std = (z - mean) / std
 
 with ``target`` = eps or v (``dit.prediction``), latents standardised by zoo statistics, the prompt replaced by
-the learned null embedding with probability ``dit.cond_dropout`` (classifier-free guidance). AdamW, linear
+the learned null embedding with probability ``dit.cond_dropout`` (classifier-free guidance). With ``mix_prob``
+> 0 (bench), that fraction of rows are vicinal (``generative.vicinal``): expert and observations mixed with a
+neighbouring environment's, the latent being the VAE encoding of the mixed weights. AdamW, linear
 warm-up, gradient clipping, EMA of all weights (inference uses the EMA). Checkpoints every ``ckpt_every`` steps
 (``generative.checkpoint``: atomic, resumable; a re-run with the same ``--out`` resumes). At the end,
 ``quality.json`` records how close generated latents come to each training environment's zoo latents (relative to
@@ -36,6 +38,7 @@ import torch
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import dist, io
 from dynadiff_fast.cli import Command
+from dynadiff_fast.generative import vicinal as vicinal_mod
 from dynadiff_fast.generative.dit import DIT_PRESETS
 from dynadiff_fast.generative.dynadiff import FORMAT, MANIFEST, VERSION, DynaDiffModel, build_model
 from dynadiff_fast.generative.prompter import PROMPTER_PRESETS
@@ -54,12 +57,17 @@ class DiTTrainPreset:
     lr: float
     ema_decay: float
     ckpt_every: int
+    mix_prob: float = 0.0
+    mix_span: float = 0.0
 
 
 # paper: Adam lr 1e-4 (App. C); steps and batch are not given. tiny: minutes on one CPU core.
 TRAIN_PRESETS = {
     "tiny": DiTTrainPreset(steps=1000, batch_size=16, lr=1e-3, ema_decay=0.995, ckpt_every=250),
-    "bench": DiTTrainPreset(steps=1000, batch_size=16, lr=1e-3, ema_decay=0.995, ckpt_every=250),
+    # bench: half the rows mixed with a neighbouring environment (generative.vicinal; the VAE's bench preset mixes too)
+    "bench": DiTTrainPreset(
+        steps=1000, batch_size=16, lr=1e-3, ema_decay=0.995, ckpt_every=250, mix_prob=0.5, mix_span=0.5
+    ),  # fmt: skip
     "small": DiTTrainPreset(steps=30000, batch_size=128, lr=2e-4, ema_decay=0.999, ckpt_every=2000),
     "paper": DiTTrainPreset(steps=100000, batch_size=128, lr=1e-4, ema_decay=0.9999, ckpt_every=5000),
 }
@@ -78,6 +86,13 @@ class TrainDiTConfig:
     lr: float | None = field(default=None, metadata={"help": "AdamW learning rate (default: preset)"})
     ema_decay: float | None = field(default=None, metadata={"help": "EMA decay (default: preset)"})
     ckpt_every: int | None = field(default=None, metadata={"help": "steps between checkpoints (default: preset)"})
+    mix_prob: float | None = field(
+        default=None,
+        metadata={"help": "rows mixed with a neighbouring environment (generative.vicinal; default: preset)"},
+    )
+    mix_span: float | None = field(
+        default=None, metadata={"help": "mixing weights drawn in [-span, 1 + span] (default: preset)"}
+    )
     warmup: int = field(default=100, metadata={"help": "linear learning-rate warm-up steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: off)"})
@@ -107,6 +122,7 @@ def resolve(cfg: TrainDiTConfig) -> TrainDiTConfig:
         raise ValueError(f"lr: expected a finite value > 0, got {cfg.lr}")
     if not 0 <= cfg.ema_decay < 1:
         raise ValueError(f"ema_decay: expected a value in [0, 1), got {cfg.ema_decay}")
+    vicinal_mod.check(cfg.mix_prob, cfg.mix_span)
     for name in ("zoo", "vae", "data", "out"):
         if not getattr(cfg, name):
             raise ValueError(f"{name}: required (pass --{name})")
@@ -255,8 +271,12 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
     from dynadiff_fast.data import EnvDataset
     from dynadiff_fast.experts.zoo import Zoo
     from dynadiff_fast.generative.checkpoint import load_checkpoint, save_checkpoint, unwrap, update_ema
-    from dynadiff_fast.generative.train_vae import _truncate_log  # same log format: one JSON line per step
+    from dynadiff_fast.generative.train_vae import (
+        _truncate_log,  # same log format: one JSON line per step
+        zoo_tokens,
+    )
     from dynadiff_fast.generative.vae import load_vae
+    from dynadiff_fast.weightspace.graph import NodeTokens
 
     cfg = resolve(cfg)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -282,9 +302,14 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
             if not info.is_main:
                 manifest = io.read_json(out / MANIFEST, "DynaDiff run manifest")
         z = encode_zoo(zoo, vae, graph, normalizer, device)
-        del vae
         rows = torch.tensor([pool.row[int(e)] for e in zoo.env_index])  # expert -> pool row
         params = zoo.params.float().to(device)
+        vicinal = vicinal_mod.zoo_vicinity(zoo, cfg.mix_prob, cfg.mix_span)
+        if vicinal is not None:  # mixed rows' latents: the VAE encoding of the mixed weights, each step
+            vae.eval().requires_grad_(False)
+            values = normalizer.normalize(zoo_tokens(zoo, graph)).packed()[0].to(device)
+        else:
+            del vae
 
         torch.manual_seed(cfg.seed)  # identical initialisation on every rank
         model = build_model(manifest).to(device)
@@ -343,10 +368,18 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
                 batch = [
                     t.to(device) for t in (obs, lengths, z[idx.to(z.device)], params[idx.to(device)], n, eps, drop)
                 ]
+                mix = None
+                if vicinal is not None:
+                    partner, lam = vicinal.sample(idx, g)
+                    obs_b, lengths_b = pool.sample(rows[partner], cfg.obs_len, g)
+                    mixed = vicinal_mod.mix(values[idx.to(device)], values[partner.to(device)], lam.to(device))
+                    with torch.no_grad():
+                        batch[2] = vae.encode(NodeTokens.from_packed(mixed, graph))[0].float()
+                    mix = tuple(t.to(device) for t in (obs_b, lengths_b, params[partner.to(device)], lam))
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             with nvtx_range("dit/step"):
-                l_diff, l_aux = ddp(*batch)
+                l_diff, l_aux = ddp(*batch, mix=mix)
                 loss = l_diff + cfg.aux_weight * l_aux
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -266,6 +266,25 @@ def test_generate_shapes_select_and_determinism(dd, unseen_obs):
     assert y.shape == (1, 1, 1, 12, 12) and torch.isfinite(y).all()
 
 
+def test_guidance_sweep_ranks_every_scale_together(dd, unseen_obs):
+    """K candidates at each of S scales, from the same K noises, all ranked by the prefix score."""
+    obs = unseen_obs[:2, :5]
+    assert dd.guidance_scales() == (1.0,) and dd.n_candidates(3, (1.0, 2.5)) == 6  # a run without dit.guidance
+    sweep, scores = dd.generate(obs, n_samples=3, select="none", steps=4, seed=2, guidance=(1.0, 2.5))
+    assert sweep.num_experts == 12 and scores.shape == (12,)
+    for s, scale in enumerate((None, 2.5)):  # expert (n*S + s)*K + k: scale s of environment n
+        alone, alone_scores = dd.generate(obs, n_samples=3, select="none", steps=4, seed=2, guidance=scale)
+        rows = torch.tensor([(n * 2 + s) * 3 + k for n in range(2) for k in range(3)])
+        torch.testing.assert_close(scores[rows], alone_scores)
+        x = obs[:, 0].repeat_interleave(3, dim=0)[:, None]
+        torch.testing.assert_close(sweep.select(rows)(x), alone(x))
+    best, best_scores = dd.generate(obs, n_samples=3, steps=4, seed=2, guidance=(1.0, 2.5))
+    torch.testing.assert_close(best_scores, scores.view(2, 6).min(1).values)
+    for bad, kind in [(float("nan"), ValueError), (-1.0, ValueError), ("2", TypeError), ((1.0, True), TypeError)]:
+        with pytest.raises(kind, match="guidance"):
+            dd.generate(obs, n_samples=1, steps=2, guidance=bad)
+
+
 def test_scores_are_the_shared_prefix_score(dd, unseen_obs):
     """DynaDiff ranks candidates by the same L-1-step rollout score as the prefix-based baselines."""
     from dynadiff_fast.experts.evaluate import prefix_error
@@ -385,10 +404,12 @@ def test_generate_cli_writes_a_neuraloperator_checkpoint(pipeline, dd, tmp_path,
     # one frame: nothing to score; the JSON says null (strict JSON has no NaN)
     assert main([*args[:7], "1", *args[8:]]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["prefix_score_mse"] is None
-    # non-finite generated weights (here from a NaN guidance scale) are an error, and nothing is written
+    # a NaN guidance scale is refused; non-finite generated weights (an overflowing scale) are an error; neither
+    # writes anything
     nan_out = tmp_path / "nan.safetensors"
-    assert main([*args[:9], str(nan_out), *args[10:], "--guidance", "nan"]) == 2
-    assert "weights are not finite" in capsys.readouterr().err and not nan_out.exists()
+    for scale, message in [("nan", "guidance: scales must be finite"), ("1e38", "weights are not finite")]:
+        assert main([*args[:9], str(nan_out), *args[10:], "--guidance", scale]) == 2
+        assert message in capsys.readouterr().err and not nan_out.exists()
 
 
 def read_obs(dd, pipeline, frames):
@@ -411,6 +432,41 @@ def test_train_dit_resumes(pipeline):
     with pytest.raises(ValueError, match="different"):
         train_dit(TrainDiTConfig(zoo=str(pipeline["zoo"]), vae=str(run / "vae"), data=str(pipeline["data"]),
                                  out=str(run / "dit"), progress=False, **{**cfg, "dit": {"hidden_size": 8}}))  # fmt: skip
+
+
+def test_train_dit_with_vicinal_mixing_resumes_exactly(pipeline, tmp_path, monkeypatch):
+    """Mixed rows (partner draws, prompts of both observations, the VAE encoding of mixed weights): 4 steps in
+    one go == killed after the step-2 checkpoint and re-run."""
+    from dynadiff_fast.generative import checkpoint
+    from dynadiff_fast.generative.dynadiff import DynaDiff
+    from dynadiff_fast.generative.train_dit import TrainDiTConfig, train_dit
+
+    run = pipeline["run"]
+    cfg = {**pipeline["dit"], "steps": 4, "ckpt_every": 2, "log_every": 1, "mix_prob": 1.0, "mix_span": 0.5}
+
+    def train(out):
+        return train_dit(TrainDiTConfig(zoo=str(pipeline["zoo"]), vae=str(run / "vae"), data=str(pipeline["data"]),
+                                        out=str(out), progress=False, **cfg))  # fmt: skip
+
+    train(tmp_path / "a")
+    save = checkpoint.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "b")
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save)
+    train(tmp_path / "b")
+    a, b = (DynaDiff.load(tmp_path / r).model.state_dict() for r in "ab")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=lambda m, k=key: f"{k}: {m}")
+    cfg["mix_prob"] = 0.0  # the same 4 steps without mixing train another model
+    train(tmp_path / "c")
+    plain = DynaDiff.load(tmp_path / "c").model.state_dict()
+    assert not torch.allclose(plain["dit.final.linear.weight"], a["dit.final.linear.weight"])
 
 
 def test_observation_pool_windows_and_memory_cap(pipeline):

@@ -243,12 +243,13 @@ class Interrupted(Exception):
 @pytest.mark.slow
 def test_cli_resume_continues_exactly(zoo_dir, tmp_path, monkeypatch):
     """6 steps in one go == killed after the step-3 checkpoint, then re-run: same weights (optimizer, EMA, RNG
-    streams and log all continue where the checkpoint left them)."""
+    streams and log all continue where the checkpoint left them), with vicinal mixing on (its draws too)."""
     from dynadiff_fast.generative import checkpoint
 
     common = ["train", "vae", "--zoo", str(zoo_dir), "--steps", "6", "--batch-size", "4", "--lr", "1e-3",
               "--warmup-steps", "2", "--no-quality", "--checkpoint-every", "3", "--log-every", "1",
-              "--func-start", "0", "--func-frames", "4", "--no-progress", "-q", "--set", "model.d_model=16",
+              "--func-start", "0", "--func-frames", "4", "--no-progress", "-q", "--mix-prob", "0.5", "--mix-span", "0.5",
+              "--set", "model.d_model=16",
               "--set", "model.n_layers=1", "--set", "model.latent_dim=4", "--set", "model.n_heads=2"]  # fmt: skip
     assert cli.main([*common, "--out", str(tmp_path / "a")]) == 0
 
