@@ -29,6 +29,7 @@ from torch import nn
 
 from dynadiff_fast.experts.configs import ExpertConfig
 from dynadiff_fast.ops.spectral_mix import spectral_mix
+from dynadiff_fast.weightspace.stacked import StackedExperts
 
 # Bytes of the widest activation of one chunk of experts in a batched forward. Chunks this size
 # (measured on one core, bench/bench_batched_fno.py) amortise the per-op overhead over many small
@@ -173,7 +174,7 @@ def _spectral_conv(
     return out.view(E, B, -1, h * w)
 
 
-class BatchedFNO(nn.Module):
+class BatchedFNO(StackedExperts):
     """E FNO experts of one ``ExpertConfig``, weights stacked along a leading expert axis.
 
     Construct with ``from_modules``, ``from_state_dicts`` or ``from_stacked`` (or directly:
@@ -203,15 +204,7 @@ class BatchedFNO(nn.Module):
         self.config = config
         self.backend = backend
         self.num_experts = _check_stacked(config, weights)
-        self._keys = list(param_spec(config))
-        self._params = nn.ParameterDict() if parameters else None
-        self._plain: dict[str, torch.Tensor] = {}
-        for key in self._keys:
-            if parameters:
-                t = weights[key]
-                self._params[_mangle(key)] = t if isinstance(t, nn.Parameter) else nn.Parameter(t.detach())
-            else:
-                self._plain[key] = weights[key]
+        self._store(param_spec(config), weights, parameters)
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -247,44 +240,10 @@ class BatchedFNO(nn.Module):
         with respect to the given tensors (the VAE's functional loss trains through this)."""
         return cls(config, stacked, parameters=False, backend=backend)
 
-    @classmethod
-    def cat(cls, experts: Sequence[BatchedFNO]) -> BatchedFNO:
-        """Concatenate along the expert axis (one architecture); autograd reaches the sources."""
-        if len(experts) == 0:
-            raise ValueError("experts: expected at least one BatchedFNO, got an empty list")
-        config = experts[0].config
-        for i, b in enumerate(experts):
-            if b.config != config:
-                raise ValueError(f"experts: entry {i} has architecture {b.config}, entry 0 has {config}")
-        stacks = [b.stacked() for b in experts]
-        weights = {k: torch.cat([st[k] for st in stacks]) for k in stacks[0]}
-        return cls.from_stacked(config, weights, backend=experts[0].backend)
-
-    def select(self, idx) -> BatchedFNO:
-        """The experts ``idx`` (int, slice, list or index tensor) as a BatchedFNO; autograd reaches ``self``."""
-        if isinstance(idx, int):
-            idx = [idx]
-        elif isinstance(idx, torch.Tensor):
-            idx = idx.cpu()
-        index = torch.arange(self.num_experts)[idx]
-        if index.numel() == 0:
-            raise ValueError(f"idx: selects no expert out of {self.num_experts}")
-        return BatchedFNO.from_stacked(
-            self.config, {k: v[index.to(v.device)] for k, v in self.stacked().items()}, backend=self.backend
-        )
+    def settings(self) -> dict[str, str]:
+        return {"backend": self.backend}
 
     # -- access --------------------------------------------------------------------------------------
-    def stacked(self) -> dict[str, torch.Tensor]:
-        """neuraloperator state_dict key -> ``Tensor[E, *shape]`` (spectral weights complex)."""
-        if self._params is not None:
-            return {k: self._params[_mangle(k)] for k in self._keys}
-        return dict(self._plain)
-
-    def state_dicts(self) -> list[dict[str, torch.Tensor]]:
-        """One neuraloperator state dict (detached copies) per expert."""
-        w = self.stacked()
-        return [{k: v[e].detach().clone() for k, v in w.items()} for e in range(self.num_experts)]
-
     def to_modules(self) -> list[nn.Module]:
         """One neuraloperator FNO per expert, holding copies of its weights."""
         out = []
@@ -416,11 +375,6 @@ class BatchedFNO(nn.Module):
         width = max(cfg.hidden_channels, cfg.lifting_channels, cfg.projection_channels)
         per_expert = B * width * x.shape[-2] * x.shape[-1] * x.element_size()
         return max(1, min(self.num_experts, CHUNK_BYTES // max(per_expert, 1)))
-
-
-def _mangle(key: str) -> str:
-    # nn.Module parameter names cannot hold dots; neuraloperator keys never hold "__".
-    return key.replace(".", "__")
 
 
 def _check_keys(spec: Mapping, items: Mapping[str, torch.Tensor], name: str) -> None:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from dynadiff_fast.experts.configs import MLPExpertConfig
+from dynadiff_fast.weightspace.stacked import StackedExperts
 
 # Frame spacing of the paper's Lotka–Volterra data (App. H.6: dt_frame 0.1); pass the dataset's dt_frame.
 DT = 0.1
@@ -63,7 +64,7 @@ def config_of(module: nn.Module) -> MLPExpertConfig:
     return config
 
 
-class BatchedMLP(nn.Module):
+class BatchedMLP(StackedExperts):
     """E MLP vector-field experts of one ``MLPExpertConfig``, weights stacked along a leading expert axis,
     each stepped by RK4 with step ``dt``.
 
@@ -96,15 +97,7 @@ class BatchedMLP(nn.Module):
         self.config = config
         self.dt = float(dt)
         self.num_experts = _check_stacked(config, weights)
-        self._keys = list(param_spec(config))
-        self._params = nn.ParameterDict() if parameters else None
-        self._plain: dict[str, torch.Tensor] = {}
-        for key in self._keys:
-            t = weights[key]
-            if parameters:
-                self._params[_mangle(key)] = t if isinstance(t, nn.Parameter) else nn.Parameter(t.detach())
-            else:
-                self._plain[key] = t
+        self._store(param_spec(config), weights, parameters)
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -140,46 +133,10 @@ class BatchedMLP(nn.Module):
         with respect to the given tensors (the VAE's functional loss trains through this)."""
         return cls(config, stacked, dt=dt, parameters=False)
 
-    @classmethod
-    def cat(cls, experts: Sequence[BatchedMLP]) -> BatchedMLP:
-        """Concatenate along the expert axis (one architecture, one dt); autograd reaches the sources."""
-        if len(experts) == 0:
-            raise ValueError("experts: expected at least one BatchedMLP, got an empty list")
-        first = experts[0]
-        for i, b in enumerate(experts):
-            if (b.config, b.dt) != (first.config, first.dt):
-                raise ValueError(
-                    f"experts: entry {i} has architecture {b.config}, dt={b.dt}; entry 0 has {first.config}, "
-                    f"dt={first.dt}"
-                )
-        stacks = [b.stacked() for b in experts]
-        weights = {k: torch.cat([st[k] for st in stacks]) for k in stacks[0]}
-        return cls.from_stacked(first.config, weights, dt=first.dt)
-
-    def select(self, idx) -> BatchedMLP:
-        """The experts ``idx`` (int, slice, list or index tensor) as a BatchedMLP; autograd reaches ``self``."""
-        if isinstance(idx, int):
-            idx = [idx]
-        elif isinstance(idx, torch.Tensor):
-            idx = idx.cpu()
-        index = torch.arange(self.num_experts)[idx]
-        if index.numel() == 0:
-            raise ValueError(f"idx: selects no expert out of {self.num_experts}")
-        stacked = {k: v[index.to(v.device)] for k, v in self.stacked().items()}
-        return BatchedMLP.from_stacked(self.config, stacked, dt=self.dt)
+    def settings(self) -> dict[str, float]:
+        return {"dt": self.dt}
 
     # -- access --------------------------------------------------------------------------------------
-    def stacked(self) -> dict[str, torch.Tensor]:
-        """State-dict key -> ``Tensor[E, *shape]``."""
-        if self._params is not None:
-            return {k: self._params[_mangle(k)] for k in self._keys}
-        return dict(self._plain)
-
-    def state_dicts(self) -> list[dict[str, torch.Tensor]]:
-        """One ``nn.Sequential`` state dict (detached copies) per expert."""
-        w = self.stacked()
-        return [{k: v[e].detach().clone() for k, v in w.items()} for e in range(self.num_experts)]
-
     def to_modules(self) -> list[nn.Module]:
         """One ``MLPExpertConfig.build()`` vector field per expert, holding copies of its weights."""
         ref = next(iter(self.stacked().values()))
@@ -257,11 +214,6 @@ class BatchedMLP(nn.Module):
                 f"{name}: {x.shape[-1]} channels (axis -1), the experts take state_dim={self.config.state_dim}"
             )
         return x[None] if x.dim() == 2 else x
-
-
-def _mangle(key: str) -> str:
-    # nn.Module parameter names cannot hold dots; nn.Sequential keys never hold "__".
-    return key.replace(".", "__")
 
 
 def _check_keys(spec: Mapping[str, tuple[int, ...]], items: Mapping[str, torch.Tensor], name: str) -> None:
