@@ -166,12 +166,14 @@ def evaluate(
 def run_evaluation(cfg: EvaluateConfig) -> dict:
     """Evaluate as ``cfg`` says and write results.json, report.md, figures/ and config.yaml under
     ``cfg.out``; returns the results document."""
+    from dynadiff_fast.baselines import resolve_methods
     from dynadiff_fast.data import EnvDataset
     from dynadiff_fast.eval import figures, report
     from dynadiff_fast.experts.zoo import Zoo
 
     if not cfg.data or not cfg.out:
-        raise SystemExit("dynadiff evaluate: --data FILE.h5 and --out DIR are required")
+        raise ValueError("data / out: required (pass --data FILE.h5 and --out DIR)")
+    resolve_methods(cfg.methods)  # an unknown method name fails now, before the data and the zoo are loaded
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     zoo_dir = find_zoo(cfg.run, cfg.zoo)

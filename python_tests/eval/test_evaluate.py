@@ -104,3 +104,24 @@ def test_two_parameter_environment_map(tmp_path, evaluated):
                 row["params"] = [row["params"][0], 0.1 * i]
     path = figures.env_errors(tmp_path / "map.png", doc2)
     assert matplotlib.image.imread(path).ndim == 3
+
+
+def test_cli_checks_the_method_names_before_loading_anything(tmp_path, capsys):
+    """An unknown method is one line naming the valid ones, before the (here missing) dataset is opened; a
+    comma-separated list is split, not read character by character."""
+    from dynadiff_fast.cli import main
+
+    missing = str(tmp_path / "nosuch.h5")
+    assert (
+        main(["evaluate", "-q", "--data", missing, "--out", str(tmp_path / "e"), "--methods", "one_per_env,nope"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("dynadiff evaluate: error: methods: unknown 'nope'") and "one_per_env" in err
+    assert err.count("\n") == 1 and not (tmp_path / "e").exists()
+    assert (
+        main(["evaluate", "-q", "--data", missing, "--out", str(tmp_path / "e"), "--methods", "one_per_env,base"]) == 2
+    )
+    err = capsys.readouterr().err  # valid names: the missing inputs are the error now
+    assert err.startswith("dynadiff evaluate: error: ") and "methods" not in err
+    assert main(["evaluate", "-q", "--out", str(tmp_path / "e")]) == 2
+    assert "data / out: required" in capsys.readouterr().err
