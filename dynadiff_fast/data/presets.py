@@ -68,8 +68,8 @@ _TINY: dict[str, DatasetPreset] = {
 # for the parameter to matter (Lambda-Omega: 20 frames of 0.04 = 0.8 time units, over which beta = 1.0 and 1.5
 # drift apart by 0.4 rad), so bench observes longer: 40 frames of 0.2 (8 time units, ~4 rad between the ends
 # of the beta range). Measured (``dynadiff benchmark``, 3 seeds, 40-step rollouts): pooled base / One-per-Env
-# RMSE 0.422 / 0.170 = 2.5x in-domain, 0.548 / 0.177 = 3.1x out-domain; one seed 2,500 s wall with three seeds
-# sharing the 2 cores (about 28 core-minutes).
+# RMSE 0.422 / 0.170 = 2.5x in-domain, 0.548 / 0.177 = 3.1x out-domain; one seed of the benchmark about 3,100 s
+# wall with three seeds sharing the 2 cores (about 33 core-minutes, 2026-12-02).
 # Navier-Stokes (A, s), the two-parameter bench: 20 frames of 0.1 (2 time units). Measured (one seed, 2026-12-01):
 # base / One-per-Env 0.0648 / 0.0434 = 1.49x in-domain, 0.0902 / 0.0537 = 1.68x out-domain: below the 2x this
 # preset is meant to reach; it needs a longer horizon or more fine-tuning (not yet tuned).

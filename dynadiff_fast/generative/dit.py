@@ -49,7 +49,9 @@ class DiTConfig:
             raise ValueError(f"dit: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"dit: cond_dropout must be in [0, 1), got {self.cond_dropout}")
-        if any(not (isinstance(w, int | float) and 0 <= w < float("inf")) for w in self.guidance):
+        if any(
+            isinstance(w, bool) or not (isinstance(w, int | float) and 0 <= w < float("inf")) for w in self.guidance
+        ):
             raise ValueError(f"dit: guidance scales must be finite numbers >= 0, got {list(self.guidance)}")
         if self.guidance and self.cond_dropout <= 0:
             raise ValueError("dit: guidance scales need cond_dropout > 0 (no unconditional branch is trained without)")

@@ -48,7 +48,9 @@ class GenerateConfig:
     select: str = field(default="prefix", metadata={"help": "prefix (keep the best) | none (write candidate 0)"})
     steps: int = field(default=50, metadata={"help": "sampler steps"})
     method: str = field(default="ddim", metadata={"help": "sampler: ddim | ddpm"})
-    guidance: float | None = field(default=None, metadata={"help": "classifier-free guidance scale"})
+    guidance: tuple[float, ...] | None = field(
+        default=None, metadata={"help": "classifier-free guidance scale(s), e.g. 1,2,4 (default: the run's)"}
+    )
     seed: int = field(default=0, metadata={"help": "sampling seed"})
     prompt_mode: str = field(default="real", metadata={"help": "real | shuffled | zero (controls)"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
