@@ -77,6 +77,7 @@ def principal_basis(anchor: Stacked, zoo: Stacked, n_dirs: int) -> tuple[Stacked
     with ``G = U Λ U^T``, direction d is ``U[:, d]^T (Δ - Δ+) / sqrt(M)`` and row m's coordinate
     ``sqrt(M) U[m, d]``, so ``Δ_m = Δ+ + Σ_d coord[m, d] dir_d`` exactly when D spans the updates.
     """
+    anchor = {k: anchor[k] for k in zoo}  # one key order for both flattenings (a loaded base is sorted by key)
     delta = _flat(zoo) - _flat(anchor)  # [M, n_params]
     m = delta.shape[0]
     if m < 2:

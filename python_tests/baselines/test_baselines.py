@@ -143,11 +143,16 @@ def test_ccm_principal_variant_on_a_two_parameter_family(rng):
     d2 = {k: torch.randn(v.shape[1:], dtype=v.dtype, generator=rng) for k, v in anchor.items()}
     ab = torch.tensor([[a, b] for a in (-1.0, 0.0, 1.0) for b in (-1.0, 1.0)])
     zoo = {k: torch.stack([anchor[k][0] + plus[k] + a * d1[k] + b * d2[k] for a, b in ab.tolist()]) for k in anchor}
-    basis, coords = principal_basis(anchor, zoo, n_dirs=2)
-    assert coords.shape == (6, 2)
-    rebuilt = combine(basis, torch.cat([torch.ones(6, 1), coords], dim=1))
-    for k in zoo:
-        torch.testing.assert_close(rebuilt[k], zoo[k], rtol=1e-4, atol=1e-4)
+    # the anchor's keys in another order than the zoo's (a base read back from safetensors is sorted by key):
+    # the two must still be subtracted key by key
+    shuffled = {k: anchor[k] for k in sorted(anchor)}
+    assert list(shuffled) != list(zoo)
+    for anchor_in in (anchor, shuffled):
+        basis, coords = principal_basis(anchor_in, zoo, n_dirs=2)
+        assert coords.shape == (6, 2)
+        rebuilt = combine(basis, torch.cat([torch.ones(6, 1), coords], dim=1))
+        for k in zoo:
+            torch.testing.assert_close(rebuilt[k], zoo[k], rtol=1e-4, atol=1e-4)
     # the coordinates are an affine image of the true (a, b): a rank-2 linear fit recovers them exactly
     design = torch.cat([coords, torch.ones(6, 1)], 1).double()
     sol = torch.linalg.lstsq(design, ab.double()).solution
