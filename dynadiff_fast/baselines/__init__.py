@@ -18,6 +18,8 @@ METHODS: dict[str, str] = {
     "param_conditioned": "dynadiff_fast.baselines.param_conditioned",
     "prefix_finetune": "dynadiff_fast.baselines.prefix_finetune",
     "context_adapt": "dynadiff_fast.baselines.context_adapt",
+    "ensembles": "dynadiff_fast.baselines.ensembles",
+    "prefix_finetune_ensemble": "dynadiff_fast.baselines.prefix_ensemble",
 }
 
 

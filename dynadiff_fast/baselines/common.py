@@ -6,12 +6,14 @@ environment (or K of them), and reports the wall-clock that adaptation took. Tra
 depend on the test environments (a parameter-conditioned FNO, a meta-learned context model) is done
 once per context through ``ctx.cached`` and shared by both domains.
 
-Weights travel as stacked state dicts ``{neuralop key: Tensor[E, ...]}`` (``BatchedFNO.stacked()``); weight
-arithmetic (soups, merges) is done there, in float32/complex64, then wrapped back with ``BatchedFNO``.
+Weights travel as stacked state dicts ``{state-dict key: Tensor[E, ...]}`` (``BatchedFNO.stacked()``, or
+``BatchedMLP.stacked()`` for the ODE experts); weight arithmetic (soups, merges) is done there, in
+float32/complex64, then wrapped back into the experts' container (``weightspace.stacked.experts_type``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable
@@ -58,10 +60,15 @@ BUDGETS = {
 }
 
 
-def budget_for(preset: str) -> Budget:
+def budget_for(preset: str, overrides: dict[str, Any] | None = None) -> Budget:
+    """The preset's budget with ``overrides`` (Budget fields, e.g. ``{"search_points": 7}``) replacing fields."""
+    from dynadiff_fast.config import build
+
     if preset not in BUDGETS:
         raise ValueError(f"preset: unknown {preset!r} (valid: {', '.join(BUDGETS)})")
-    return BUDGETS[preset]
+    if not overrides:
+        return BUDGETS[preset]
+    return build(Budget, {**dataclasses.asdict(BUDGETS[preset]), **overrides}, "budget")
 
 
 @dataclass
@@ -122,29 +129,29 @@ class Timer:
 
 # ---- experts ---------------------------------------------------------------------------------------
 def batched(cfg, stacked: Stacked):
-    """A ``BatchedFNO`` (eval mode, its own trainable parameters) holding ``stacked`` weights ``{key: [E, ...]}``."""
-    from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+    """A ``BatchedFNO`` / ``BatchedMLP`` (eval mode, its own trainable parameters) holding ``stacked`` weights
+    ``{key: [E, ...]}``."""
+    from dynadiff_fast.weightspace.stacked import experts_type
 
-    return BatchedFNO(cfg, {k: v.detach().clone() for k, v in stacked.items()}).eval()
+    return experts_type(cfg)(cfg, {k: v.detach().clone() for k, v in stacked.items()}).eval()
 
 
 def expert_rollout(experts, k: int = 1) -> RolloutFn:
-    """Rollout function of a ``BatchedFNO`` holding ``n_env * k`` experts, environment-major
-    (expert ``i * k + j`` is predictor j of environment i)."""
+    """Rollout function of a stacked-experts container holding ``n_env * k`` experts, environment-major
+    (expert ``i * k + j`` is predictor j of environment i): the environments' n*k experts in one batched call
+    (``experts.ensemble.rollout_ensemble``)."""
+    from dynadiff_fast.experts.ensemble import rollout_ensemble
 
     def run(sel: slice, x0: torch.Tensor, steps: int) -> torch.Tensor:
         n = x0.shape[0]
         idx = torch.arange(sel.start * k, (sel.start + n) * k)
-        sub = experts if idx.numel() == experts.num_experts else experts.select(idx)
-        with torch.no_grad():
-            out = sub.rollout(x0.repeat_interleave(k, dim=0), steps)  # [n*k, B, T+1, ...]
-        return out.reshape(n, k, *out.shape[1:])
+        return rollout_ensemble(experts if idx.numel() == experts.num_experts else experts.select(idx), x0, steps)
 
     return run
 
 
 def shared_rollout(expert) -> RolloutFn:
-    """Rollout function of a ``BatchedFNO`` holding ONE expert used for every environment."""
+    """Rollout function of a stacked-experts container holding ONE expert used for every environment."""
 
     def run(sel: slice, x0: torch.Tensor, steps: int) -> torch.Tensor:
         n, b = x0.shape[:2]

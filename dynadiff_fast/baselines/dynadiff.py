@@ -8,6 +8,9 @@ dynadiff_none         all K samples of the plain conditional sampler (guidance s
 dynadiff_shuffled     control: each environment prompted with another environment's observations
                       (prompt_mode="shuffled"), select="none".
 dynadiff_zero_prompt  control: a zero prompt (prompt_mode="zero"), select="none".
+dynadiff_ensemble     the K samples of the one guidance scale (of the run's) whose K-member ensemble has the lowest
+                      fair CRPS on the observed frames (select="ensemble"): DynaDiff's predictive distribution, scored
+                      like every K >= 2 method by CRPS, spread/skill and coverage (``eval.probabilistic``).
 The controls use select="none" so prefix selection cannot hide a prompt that carries no information;
 compare them with dynadiff_none. The three select="none" variants measure the sampler itself, at guidance
 scale 1: the guidance scales are candidates for the prefix ranking (and would multiply their rollout cost).
@@ -24,6 +27,7 @@ VARIANTS = {
     "dynadiff_none": ("none", "real", 1.0),
     "dynadiff_shuffled": ("none", "shuffled", 1.0),
     "dynadiff_zero_prompt": ("none", "zero", 1.0),
+    "dynadiff_ensemble": ("ensemble", "real", None),
 }
 NAMES = tuple(VARIANTS)
 
@@ -46,7 +50,7 @@ def run(ctx: Context, task: Task) -> dict[str, Adapted]:
         with Timer() as t:
             experts, _ = dd.generate(obs, n_samples=ctx.n_samples, select=select, seed=ctx.seed, prompt_mode=mode,
                                      guidance=guidance)  # fmt: skip
-        k = 1 if select == "prefix" else dd.n_candidates(ctx.n_samples, guidance)
+        k = {"prefix": 1, "ensemble": ctx.n_samples}.get(select) or dd.n_candidates(ctx.n_samples, guidance)
         info = {"select": select, "prompt_mode": mode, "guidance": list(dd.guidance_scales(guidance))}
         out[key] = adapted_experts(experts.to(ctx.device), t.seconds, k, **info)
     return out

@@ -16,7 +16,9 @@ inside / outside the seen parameter range), read from out_domain's per-environme
 Output (``aggregate``; ``BENCH_FORMAT``)::
 
     {"format", "version", "system", "preset", "seeds", "reference",
-     "methods": {name: {domain: {"rmse": {"mean", "ci95": [lo, hi], "per_seed": [.. | None], "n_seeds"}}}},
+     "methods": {name: {domain: {"rmse": {"mean", "ci95": [lo, hi], "per_seed": [.. | None], "n_seeds"},
+                                 # methods with ensemble scores (K >= 2, ``eval.probabilistic``), the same four:
+                                 "crps": {...}, "spread_skill": {...}, "coverage90": {...}}}},
      "paired": {name: {domain: {"ratio_mean", "ratio_ci95", "win_rate", "n_pairs", "p_value"}}},
      "controls": {domain: {"ratio_mean", "ratio_ci95", "win_rate", "n_pairs"}},   # shuffled vs none
      "oracle": {domain: {"ratio_mean", "ratio_ci95", "win_rate", "n_pairs"}},     # DynaDiff vs one_per_env
@@ -41,6 +43,7 @@ REFERENCE_METHOD = "dynadiff_prefix"
 ORACLE = "one_per_env"  # trained on each test environment's own trajectories: an upper reference, not a rival
 CONTROL, CONTROL_BASE = "dynadiff_shuffled", "dynadiff_none"  # prompts of other environments vs the real one
 GRADIENT_FREE = ("base", "nn_prefix", "soup_uniform", "soup_prefix", "ccm", "param_conditioned_inferred")
+ENSEMBLE_METRICS = ("crps", "spread_skill", "coverage90")  # of the methods with K >= 2 predictors per environment
 
 TARGET_VS_ORACLE = 1.25  # DynaDiff RMSE / one_per_env RMSE at most this
 TARGET_MARGIN = 1.03  # best gradient-free RMSE / DynaDiff RMSE at least this (and its CI above 1)
@@ -49,11 +52,12 @@ TARGET_CONTROL = 1.20  # shuffled-prompt RMSE / real-prompt (select=none) RMSE a
 _SUBSPLITS = {"unseen_in": "out_domain", "unseen_out": "out_domain"}
 
 
-def per_env_rmse(doc: dict, method: str, domain: str) -> dict[int, float] | None:
-    """``{env id: RMSE}`` of ``method`` on ``domain`` (one of ``DOMAINS4``) in one per-seed document.
+def per_env_rmse(doc: dict, method: str, domain: str, metric: str = "rmse") -> dict[int, float] | None:
+    """``{env id: RMSE}`` (or another per-environment ``metric``, e.g. an ensemble's ``crps``) of ``method`` on
+    ``domain`` (one of ``DOMAINS4``) in one per-seed document.
 
     unseen_in / unseen_out are out_domain's per-environment entries of that sub-split. None when the method
-    is absent, failed (``{"error": ...}``), or has no environment in the (sub-)split.
+    is absent, failed (``{"error": ...}``), has no environment in the (sub-)split, or no value of ``metric``.
     """
     if domain not in DOMAINS4:
         raise ValueError(f"domain: expected one of {DOMAINS4}, got {domain!r}")
@@ -61,7 +65,7 @@ def per_env_rmse(doc: dict, method: str, domain: str) -> dict[int, float] | None
     if not entry or "error" in entry or entry.get("per_env") is None:
         return None
     rows = [r for r in entry["per_env"] if domain not in _SUBSPLITS or r["split"] == domain]
-    return {int(r["env"]): float(r["rmse"]) for r in rows} or None
+    return {int(r["env"]): float(r[metric]) for r in rows if r.get(metric) is not None} or None
 
 
 def _finite(x) -> float | None:
@@ -69,8 +73,8 @@ def _finite(x) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def _seed_value(doc: dict, method: str, domain: str) -> float | None:
-    env = per_env_rmse(doc, method, domain)
+def _seed_value(doc: dict, method: str, domain: str, metric: str = "rmse") -> float | None:
+    env = per_env_rmse(doc, method, domain, metric)
     return None if env is None else sum(env.values()) / len(env)
 
 
@@ -91,9 +95,16 @@ def t_interval(values: list[float]) -> tuple[float | None, list[float] | None]:
 
 
 def _seed_stats(docs: list[dict], method: str, domain: str) -> dict:
-    per_seed = [_seed_value(d, method, domain) for d in docs]
-    mean, ci = t_interval([v for v in per_seed if v is not None])
-    return {"rmse": {"mean": mean, "ci95": ci, "per_seed": per_seed, "n_seeds": sum(v is not None for v in per_seed)}}
+    """``{"rmse": {...}}``, plus ``crps``, ``spread_skill``, ``coverage90`` (each a per-seed mean over environments,
+    aggregated like the RMSE) for a method with ensemble scores in some seed."""
+    out = {}
+    for metric in ("rmse", *ENSEMBLE_METRICS):
+        per_seed = [_seed_value(d, method, domain, metric) for d in docs]
+        if metric != "rmse" and all(v is None for v in per_seed):
+            continue
+        mean, ci = t_interval([v for v in per_seed if v is not None])
+        out[metric] = {"mean": mean, "ci95": ci, "per_seed": per_seed, "n_seeds": sum(v is not None for v in per_seed)}
+    return out
 
 
 def _ratios(docs: list[dict], method: str, reference: str, domain: str) -> list[float]:
@@ -326,6 +337,28 @@ def _targets_table(agg: dict) -> list[str]:
     return lines
 
 
+def _calibration_table(agg: dict) -> list[str]:
+    """Per ensemble method and domain: CRPS, spread/skill and 90% coverage, mean [95% CI] over seeds."""
+    rows = [(k, per) for k, per in agg["methods"].items() if any("crps" in per[d] for d in DOMAINS4)]
+    if not rows:
+        return []
+    lines = [
+        "Fair CRPS, spread/skill (1 = calibrated, below = over-confident) and PIT coverage of the central 90% "
+        "interval (nominal 0.9), per seed the mean over environments; mean [95% CI] over seeds.",
+        "",
+        "| method | domain | CRPS | spread/skill | coverage 90% |",
+        "|---|---|---|---|---|",
+    ]
+    for key, per in rows:
+        for d in DOMAINS4:
+            cells = [
+                f"{s['mean']:.4f} {_ci(s['ci95'], 4)}" if (s := per[d].get(m)) and s["mean"] is not None else "n/a"
+                for m in ENSEMBLE_METRICS
+            ]
+            lines.append(f"| {key} | {d} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _stage_table(stage_times: dict) -> list[str]:
     stages = list(dict.fromkeys(s for per in stage_times.values() for s in per))
     lines = ["| seed | " + " | ".join(stages) + " | total |", "|---|" + "---|" * (len(stages) + 1)]
@@ -355,6 +388,8 @@ def report_markdown(agg: dict, stage_times: dict | None = None, diagnostics: dic
     for d in DOMAINS4:
         parts += ["", *_domain_table(agg, d)]
     parts += ["", "## Targets", "", *_targets_table(agg)]
+    if calibration := _calibration_table(agg):
+        parts += ["", "## Uncertainty: the ensembles", "", *calibration]
     if stage_times:
         parts += ["", "## Stage wall-clock (s)", "", *_stage_table(stage_times)]
     for title, body in (diagnostics or {}).items():

@@ -39,6 +39,9 @@ class EvaluateConfig:
         default=None, metadata={"help": "methods or result keys to run, e.g. [ccm, dynadiff_prefix] (None: all)"}
     )
     preset: str = field(default="tiny", metadata={"help": "training budgets of the baselines: tiny|small|paper"})
+    budget: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "baseline budget overrides, e.g. {search_points: 7}"}
+    )
     n_samples: int = field(default=4, metadata={"help": "DynaDiff samples per environment"})
     seed: int = field(default=0, metadata={"help": "seed of every random choice"})
     device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
@@ -84,14 +87,18 @@ def _run_method(ctx, task, name: str, strict: bool) -> dict[str, Any]:
 
 def evaluate_task(ctx, ds, task, methods, strict: bool, env_chunk: int | None, keep: int, gaussian: bool):
     """Scores of every method's result keys on one task -> ({key: summary}, {key: kept predictions})."""
+    from dynadiff_fast.eval import probabilistic
     from dynadiff_fast.eval.protocol import truth
 
     true = truth(ds, task)
+    frame_dims = true.dim() - 3
     labels = [
         f"env {e} ({', '.join(f'{v:.3g}' for v in p)})"
         for e, p in zip(task.envs.tolist(), task.params.tolist(), strict=True)
     ]
     results, kept = {}, {"truth": true[:keep, 0], "labels": labels[:keep]}
+    # ensembles (K >= 2): every member's rollout of the first environment's first test trajectory at one point
+    kept["truth_probe"], kept["ensemble_probe"] = probabilistic.probe(true[0, 0], frame_dims), {}
     for name in methods:
         for key, adapted in _run_method(ctx, task, name, strict).items():
             if ctx.keys is not None and key not in ctx.keys:
@@ -99,15 +106,21 @@ def evaluate_task(ctx, ds, task, methods, strict: bool, env_chunk: int | None, k
             if isinstance(adapted, str):
                 results[key] = {"error": adapted}
                 continue
-            parts = []
+            parts, ensemble = [], []
             with nvtx_range("eval/rollout"):
                 for sl in env_chunks(task.n_env, env_chunk):
                     pred = adapted.rollout(sl, task.x0[sl].to(ctx.device), task.steps).cpu()
                     parts.append(score(pred, true[sl], gaussian))
+                    if adapted.k > 1:
+                        ensemble.append(probabilistic.score_ensemble(pred, true[sl]))
+                        if sl.start == 0:
+                            kept["ensemble_probe"][key] = probabilistic.probe(pred[0, :, 0], frame_dims)
                     if sl.start < keep:  # first predictor, first test trajectory of the figure environments
                         kept.setdefault(key, []).append(pred[: keep - sl.start, 0, 0])
             kept[key] = torch.cat(kept[key]) if key in kept else None
             summary = summarize(cat_scores(parts), task)
+            if ensemble:
+                probabilistic.add_summary(summary, probabilistic.cat_ensemble_scores(ensemble), task)
             summary["adapt_seconds"] = adapted.seconds
             summary["samples_per_env"] = adapted.k
             summary["info"] = adapted.info
@@ -131,19 +144,21 @@ def evaluate(
     env_chunk: int | None = None,
     figure_envs: int = 3,
     strict: bool = False,
+    budget: dict[str, Any] | None = None,
 ) -> tuple[dict, dict]:
     """Evaluate ``methods`` (names of ``baselines.METHODS`` or result keys; None: all) on both domains of ``ds``.
 
     Returns ``(results, kept)``: results as written to results.json (without the file metadata the CLI
     adds), and per domain the truth and each result key's first-trajectory predictions of the first
-    ``figure_envs`` environments (``[n, T+1, C, *S]``) for the figures.
+    ``figure_envs`` environments (``[n, T+1, C, *S]``) for the figures. ``budget``: overrides of the preset's
+    baseline budget (``baselines.common.Budget`` fields).
     """
     from dynadiff_fast.baselines import resolve_methods
     from dynadiff_fast.baselines.common import Context, budget_for
 
     methods, keys = resolve_methods(methods)
     protocol = protocol or ProtocolConfig()
-    ctx = Context(ds, zoo, run_dir, budget_for(preset), seed, torch.device(device), n_samples, keys)
+    ctx = Context(ds, zoo, run_dir, budget_for(preset, budget), seed, torch.device(device), n_samples, keys)
     results: dict[str, Any] = {"methods": {}, "domains": {}}
     kept: dict[str, dict] = {}
     for domain in DOMAINS:
@@ -193,6 +208,7 @@ def run_evaluation(cfg: EvaluateConfig) -> dict:
             cfg.env_chunk,
             cfg.figure_envs,
             cfg.strict,
+            cfg.budget,
         )
         doc = report.results_document(results, ds, cfg, zoo_dir)
         report.write(out, doc)

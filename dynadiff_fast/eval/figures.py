@@ -1,8 +1,11 @@
 """PNG figures of an evaluation (matplotlib, Agg backend).
 
 rollout_<domain>.png    truth / prediction / |error| panels at a few steps, for a few environments
-                        (first test trajectory, channel 0, DynaDiff's prediction; another method if absent)
+                        (first test trajectory, channel 0, DynaDiff's prediction; another method if absent);
+                        for ODE states [C] instead: each channel against the step, and the (x, y) phase
+                        plane, truth against DynaDiff, One-per-Env and the base model
 error_vs_step_<domain>.png   RMSE per rollout step, one line per method
+spread_vs_error.png, ensemble_band_<domain>.png   the ensemble methods' calibration (``eval.calibration``)
 env_errors.png          per-environment error: RMSE vs the parameter for 1-D environments; for 2-D environment
                         grids the paper's Figure 4 layout (SSIM maps of DynaDiff, One-per-Env and their
                         difference over the parameter plane; seen environments ringed)
@@ -71,6 +74,36 @@ def rollout_panels(
                 if e == 0 and r == 0:
                     ax.set_title(f"step {t}", fontsize=9)
     fig.suptitle(f"{method}: channel {channel}, first test trajectory", fontsize=10, y=1.0)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def ode_rollouts(
+    path: Path, truth: torch.Tensor, preds: dict[str, torch.Tensor], channels, labels: list[str] | None = None
+) -> Path:
+    """ODE trajectories: truth and ``preds`` (``{method: [n_env, T+1, C]}``) per environment, one row each:
+    every channel against the rollout step, then the phase plane of the first two channels."""
+    plt = _plt()
+    n_env, _, n_ch = truth.shape
+    phase = n_ch >= 2
+    fig, axes = plt.subplots(n_env, n_ch + phase, figsize=(3.6 * (n_ch + phase), 2.8 * n_env), squeeze=False)
+    colors = _colors(preds)
+    for e in range(n_env):
+        row = axes[e]
+        for c in range(n_ch):
+            row[c].plot(truth[e, :, c], color="black", lw=2, label="truth")
+            for key, p in preds.items():
+                row[c].plot(p[e, :, c], "--", color=colors[key], label=key)
+            row[c].set_title(f"{labels[e] if labels else f'env {e}'}: {channels[c]}", fontsize=8)
+            row[c].set_xlabel("step")
+        if phase:
+            row[-1].plot(truth[e, :, 0], truth[e, :, 1], color="black", lw=2, label="truth")
+            for key, p in preds.items():
+                row[-1].plot(p[e, :, 0], p[e, :, 1], "--", color=colors[key], label=key)
+            row[-1].set_xlabel(channels[0])
+            row[-1].set_ylabel(channels[1])
+            row[-1].set_title("phase plane", fontsize=8)
+    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return _save(fig, path)
 
@@ -183,6 +216,11 @@ def write_all(out: str | Path, doc: dict, kept: dict, channel_names) -> list[Pat
                     out / f"rollout_{d}.png", k["truth"], k[method], method, channel_names[0], k.get("labels")
                 )
             )
+        elif method is not None and k["truth"].dim() == 3:  # ODE states [n, T+1, C]
+            preds = {m: k[m] for m in ("dynadiff_prefix", "one_per_env", "base") if k.get(m) is not None}
+            paths.append(ode_rollouts(out / f"rollout_{d}.png", k["truth"], preds, channel_names, k.get("labels")))
     if len(doc["param_names"]) in (1, 2):
         paths.append(env_errors(out / "env_errors.png", doc))
-    return paths
+    from dynadiff_fast.eval import calibration  # spread vs error, ensemble bands (methods with K >= 2)
+
+    return paths + calibration.write_figures(out, doc, kept)

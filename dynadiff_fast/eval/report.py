@@ -9,7 +9,15 @@ results.json (``RESULTS_FORMAT``)::
          "rmse": {"mean", "std"}, "ssim": {"mean", "std"} | null, "curve_rmse": [T], "curve_ssim": [T] | null,
          "per_env": [{"env", "params", "split", "rmse", "rmse_std", "ssim", "ssim_std"}],
          "by_split": {split: {"rmse": {...}, "ssim": {...}}}, "adapt_seconds", "samples_per_env", "info",
-         "n_env", "n_traj", "steps"}  |  {"error": "..."}}}}
+         "n_env", "n_traj", "steps",
+         # methods with K >= 2 predictors per environment (ensembles; ``eval.probabilistic``):
+         "crps"|"spread_skill"|"coverage50"|"coverage90": {"mean", "std"}, "rank_hist": [K+1], "ensemble_size",
+         "curve_crps"|"curve_spread"|"curve_skill"|"curve_spread_skill": [T]}  |  {"error": "..."}}},
+     "sanity": {result_key: "diagnosis"}}
+
+Sanity rule: a method whose in-domain RMSE exceeds ``SANITY_RATIO`` x the unadapted base model's is flagged
+(``sanity``) with a diagnosis, marked in the table and left out of the verdict's ranking: it is broken on this
+setting (diverging rollouts, a search that chose a bad point), and ranking it would be noise.
 
 Means are over environments (x samples for methods with several predictors per environment); std is
 the spread over the same. RMSE on standardised fields, SSIM per ``eval.metrics``.
@@ -23,6 +31,7 @@ from typing import Any
 
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import io
+from dynadiff_fast.eval import calibration
 from dynadiff_fast.eval.protocol import DOMAINS
 
 RESULTS_FORMAT = "dynadiff-eval-results"
@@ -30,6 +39,8 @@ RESULTS_VERSION = 1
 DYNADIFF = "dynadiff_prefix"
 CONTROLS = ("dynadiff_shuffled", "dynadiff_zero_prompt")
 REFERENCE = "one_per_env"  # trained on the test environment's own trajectories: an upper reference, not a rival
+BASE = "base"
+SANITY_RATIO = 2.0
 
 
 def results_document(results: dict, ds, cfg, zoo_dir) -> dict:
@@ -46,11 +57,37 @@ def results_document(results: dict, ds, cfg, zoo_dir) -> dict:
         "param_names": list(ds.param_names),
         "channel_names": list(ds.channel_names),
         "protocol": dataclasses.asdict(cfg.protocol),
-        "budget": dataclasses.asdict(budget_for(cfg.preset)),
+        "budget": dataclasses.asdict(budget_for(cfg.preset, cfg.budget)),
         "config": config_mod.to_dict(cfg),
         "versions": config_mod.versions(),
         **results,
+        "sanity": sanity_flags(results),
     }
+
+
+def sanity_flags(results: dict) -> dict[str, str]:
+    """``{result_key: diagnosis}`` of the methods whose in-domain RMSE is above ``SANITY_RATIO`` x the base
+    model's (``results["methods"]``); empty when the base model was not run."""
+    methods = results["methods"]
+    base = methods.get(BASE, {}).get("in_domain")
+    if not _ok(base):
+        return {}
+    b, curve_b = base["rmse"]["mean"], base["curve_rmse"]
+    flags = {}
+    for key, per in methods.items():
+        e = per.get("in_domain")
+        if key == BASE or not _ok(e) or not e["rmse"]["mean"] > SANITY_RATIO * b:
+            continue
+        r = e["rmse"]["mean"]
+        step = next((t + 1 for t, (x, y) in enumerate(zip(e["curve_rmse"], curve_b)) if x > SANITY_RATIO * y), None)
+        worse = sum(x["rmse"] > y["rmse"] for x, y in zip(e["per_env"], base["per_env"]))
+        flags[key] = (
+            f"in-domain RMSE {r:.4f} is {r / b:.1f}x the unadapted base model's {b:.4f} (limit {SANITY_RATIO:g}x): "
+            f"worse than the base on {worse} of {len(e['per_env'])} seen environments"
+            + (f", its error above {SANITY_RATIO:g}x the base's from rollout step {step} on" if step else "")
+            + "; the method is broken on this setting, not ranked"
+        )
+    return flags
 
 
 def _ok(entry: dict | None) -> bool:
@@ -67,6 +104,7 @@ def table(doc: dict) -> str:
     """The results as a markdown table: RMSE and SSIM per domain, and the adaptation wall-clock."""
     head = "| method | in-domain RMSE | in-domain SSIM | out-domain RMSE | out-domain SSIM | adapt s (in / out) |"
     lines = [head, "|" + "---|" * 6]
+    flagged = doc.get("sanity", {})
     for key, per in doc["methods"].items():
         cells = []
         for d in DOMAINS:
@@ -77,7 +115,8 @@ def table(doc: dict) -> str:
                 continue
             cells += [_fmt(e["rmse"]), _fmt(e["ssim"], 3)]
         secs = " / ".join(f"{per[d]['adapt_seconds']:.2f}" if _ok(per.get(d)) else "-" for d in DOMAINS)
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {secs} |")
+        name = f"{key} (flagged, see Sanity check)" if key in flagged else key
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {secs} |")
     return "\n".join(lines)
 
 
@@ -101,7 +140,8 @@ def verdict(doc: dict) -> list[str]:
     if DYNADIFF not in methods or not any(_ok(methods[DYNADIFF].get(d)) for d in DOMAINS):
         errors = {d: methods.get(DYNADIFF, {}).get(d, {}).get("error", "not run") for d in DOMAINS}
         return [f"DynaDiff produced no results ({errors}); no comparison can be made."]
-    rivals = [k for k in methods if not k.startswith("dynadiff") and k != REFERENCE]
+    flagged = doc.get("sanity", {})
+    rivals = [k for k in methods if not k.startswith("dynadiff") and k != REFERENCE and k not in flagged]
     for d in DOMAINS:
         ours = _rmse(doc, DYNADIFF, d)
         if ours is None:
@@ -180,12 +220,16 @@ def markdown(doc: dict) -> str:
         "",
         *verdict(doc),
         "",
+        *calibration.markdown(doc),
+        "",
         "## Setup",
         "",
         *setup,
     ]
     if failures:
         parts += ["", "## Methods that failed", "", *failures]
+    if doc.get("sanity"):
+        parts += ["", "## Sanity check", "", *(f"- {k}: {why}" for k, why in doc["sanity"].items())]
     parts += ["", "Figures: `figures/` (rollout panels, error vs step, error per environment)."]
     return "\n".join(parts) + "\n"
 

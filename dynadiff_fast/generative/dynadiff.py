@@ -6,7 +6,7 @@
 
 One request, top to bottom (paper Fig. 2): ``obs`` -> prompter -> prompt -> DiT sampler (DDIM by default) ->
 standardised latents -> latents -> VAE decoder -> node tokens -> WeightNormalizer.denormalize ->
-WeightGraph.decode_stacked -> ``BatchedFNO``. With ``select="prefix"`` each environment gets ``n_samples``
+WeightGraph.decode_stacked -> ``BatchedFNO`` (``BatchedMLP`` for ODE experts). With ``select="prefix"`` each environment gets ``n_samples``
 candidates, ranked in one batched call by the prefix score every method of the benchmark selects by
 (``experts.evaluate.prefix_error``: MSE of an L-1-step rollout from the first observed frame); the best is kept.
 
@@ -47,7 +47,7 @@ from dynadiff_fast.profiling import nvtx_range
 FORMAT = "dynadiff-dit-run"
 VERSION = 1
 MANIFEST = "dynadiff.json"
-SELECT = ("prefix", "none")
+SELECT = ("prefix", "none", "ensemble")
 PROMPT_MODES = ("real", "shuffled", "zero")
 
 
@@ -359,13 +359,15 @@ class DynaDiff:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor):
-        """Raw latents ``[E, L, d]`` -> ``BatchedFNO`` of E experts."""
-        from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+        """Raw latents ``[E, L, d]`` -> ``BatchedFNO`` (``BatchedMLP``) of E experts."""
+        from dynadiff_fast.weightspace.stacked import experts_type
 
         with nvtx_range("dit/decode"):
             tokens = self.normalizer.denormalize(self.vae.decode(z))
             stacked = {k: v.contiguous() for k, v in self.graph.decode_stacked(tokens).items()}
-        return BatchedFNO(self.expert_config, stacked).eval()
+        # generated experts are for inference: without requires_grad, a rollout outside no_grad builds no autograd
+        # graph (one kept for every step of every expert made the per-expert cost grow with their number)
+        return experts_type(self.expert_config)(self.expert_config, stacked).eval().requires_grad_(False)
 
     @torch.no_grad()
     def score(self, experts, obs: torch.Tensor, n_samples: int) -> torch.Tensor:
@@ -396,7 +398,10 @@ class DynaDiff:
             obs: standardised frames ``[L, *frame]`` (one environment) or ``[N, L, *frame]``; any ``L >= 1``.
             n_samples: candidates K per environment and guidance scale.
             select: "prefix": keep each environment's best candidate by the prefix score on its observed frames
-                (the first candidate when L = 1); "none": keep all N*K*S (env-major: expert (n*S + s)*K + k).
+                (the first candidate when L = 1); "none": keep all N*K*S (env-major: expert (n*S + s)*K + k);
+                "ensemble" (K >= 2): keep each environment's K candidates of the one guidance scale whose K-member
+                ensemble has the lowest fair CRPS on the observed frames (``experts.ensemble.pick_ensemble``; the
+                first scale when L = 1), N*K experts, env-major (expert n*K + k).
             steps: sampler steps (network evaluations).
             guidance: classifier-free guidance scale(s): a number or a sequence of S of them, K candidates at
                 each, all ranked together (None: the run's ``dit.guidance``; empty there: scale 1, plain
@@ -404,13 +409,15 @@ class DynaDiff:
             seed: seeds the initial noise (and the shuffled control). method: "ddim" | "ddpm".
             prompt_mode: "real" | "shuffled" | "zero" (controls, see ``prompts``).
         Returns:
-            ``(experts, scores)``: a ``BatchedFNO`` of N (prefix) or N*K*S (none) experts, and their prefix scores
-            (MSE) ``[N]`` or ``[N*K*S]`` (NaN when L = 1).
+            ``(experts, scores)``: a ``BatchedFNO`` (``BatchedMLP``) of N (prefix), N*K*S (none) or N*K (ensemble)
+            experts, and their prefix scores (MSE) ``[N]``, ``[N*K*S]`` or ``[N*K]`` (NaN when L = 1).
         """
         if select not in SELECT:
             raise ValueError(f"select: must be one of {SELECT}, got {select!r}")
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
+        if select == "ensemble" and n_samples < 2:
+            raise ValueError(f"n_samples: select='ensemble' needs K >= 2 members per environment, got {n_samples}")
         scales = self.guidance_scales(guidance)
         obs = self.check_obs(obs)
         N, K, S = obs.shape[0], n_samples, len(scales)
@@ -422,6 +429,12 @@ class DynaDiff:
         with nvtx_range("dit/sample"):
             z = self.model.sample_latents(prompts, noise, steps, scale, method, generator=g)
         experts = self.decode(z)
+        if select == "ensemble":
+            from dynadiff_fast.experts.ensemble import pick_ensemble
+
+            with nvtx_range("dit/score"):
+                keep, scores = pick_ensemble(experts, obs, S)
+            return experts.select(keep), scores
         scores = self.score(experts, obs, S * K)
         if select == "none":
             return experts, scores

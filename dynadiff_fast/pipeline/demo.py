@@ -1,6 +1,7 @@
 """``dynadiff demo``: the whole pipeline on one system, end to end, in one run folder.
 
     dynadiff demo                                   # lambda_omega, bench preset, CPU: ~25 core-minutes
+    dynadiff demo --system lotka_volterra           # tiny preset (the systems without a bench preset)
     dynadiff demo --system navier_stokes --preset small --device cuda
 
 Stages (``pipeline.stages``; a re-run reuses every finished stage, ``--force "[zoo]"`` redoes one):
@@ -19,7 +20,7 @@ table is printed at the end. Every stage keeps its own resolved config beside it
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dynadiff_fast import config as config_mod
@@ -30,16 +31,20 @@ from dynadiff_fast.pipeline.stages import Stage, run_stages
 log = logging.getLogger("dynadiff.demo")
 STAGES = ("simulate", "zoo", "vae", "dit", "generate", "evaluate")
 # Every method but prefix fine-tuning, whose 1000-step run alone takes a third of an evaluation (336 s of
-# 1012 s on Lambda-Omega); --methods null adds it back.
+# 1012 s on Lambda-Omega), and its seed ensemble (K times its 100-step run); --methods null adds both back.
 DEFAULT_METHODS = (
-    "dynadiff", "one_per_env", "base", "nn_prefix", "soup", "ccm", "param_conditioned", "context_adapt",
+    "dynadiff", "one_per_env", "base", "nn_prefix", "soup", "ccm", "param_conditioned", "context_adapt", "ensembles",
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     system: str = field(default="lambda_omega", metadata={"help": "system to run the pipeline on"})
-    preset: str = field(default="bench", metadata={"help": "bench (informative, CPU) | tiny (tests) | small | paper"})
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "bench (informative, CPU) | tiny (tests) | small | paper (default: bench where the system "
+                  "has one, else tiny)"},
+    )  # fmt: skip
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/demo/SYSTEM_PRESET)"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
     split_seed: int | None = field(default=0, metadata={"help": "seed of the seen/unseen split (None: seed)"})
@@ -58,7 +63,19 @@ class DemoConfig:
 PRESETS = ("tiny", "bench", "small", "paper")
 
 
+def resolve(cfg: DemoConfig) -> DemoConfig:
+    """``cfg`` with its preset chosen: the informative ``bench`` where the system has one, else ``tiny``."""
+    from dynadiff_fast.data.presets import available
+
+    if cfg.preset is None:
+        return replace(cfg, preset="bench" if (cfg.system, "bench") in available() else "tiny")
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"preset: unknown {cfg.preset!r} (valid: {', '.join(PRESETS)})")
+    return cfg
+
+
 def run_dir(cfg: DemoConfig) -> Path:
+    cfg = resolve(cfg)
     return Path(cfg.out) if cfg.out else Path("runs/demo") / f"{cfg.system}_{cfg.preset}"
 
 
@@ -78,6 +95,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
     from dynadiff_fast.generative.train_dit import TrainDiTConfig
     from dynadiff_fast.generative.train_vae import TrainVAEConfig
 
+    cfg = resolve(cfg)
     root = run_dir(cfg)
     data, zoo, dd = root / "data.h5", root / "zoo", root / "dynadiff"
     common = {"preset": cfg.preset, "seed": cfg.seed, "device": cfg.device}
@@ -221,8 +239,7 @@ def _evaluate(cfg) -> None:
 
 def run_demo(cfg: DemoConfig) -> list[dict]:
     """Run (or finish) every stage; returns the per-stage records and writes ``OUT/stages.json``."""
-    if cfg.preset not in PRESETS:
-        raise ValueError(f"preset: unknown {cfg.preset!r} (valid: {', '.join(PRESETS)})")
+    cfg = resolve(cfg)
     root = run_dir(cfg)
     root.mkdir(parents=True, exist_ok=True)
     config_mod.save_resolved(cfg, root / "config.yaml", seed=cfg.seed)

@@ -107,7 +107,7 @@ class SynthZoo:
         self.params = ds.params[self.env_index]
         self.val_rmse = torch.zeros(len(self.env_index), dtype=torch.float64)
         self.dataset_info = {"param_names": list(ds.param_names), "channel_names": list(ds.channel_names)}
-        self.manifest = {"build": {"finetune_epochs": 1, "lr": 1e-3, "batch_size": 8}}
+        self.manifest = {"build": {"finetune_epochs": 1, "lr": 1e-3, "batch_size": 8, "noise_scale": 0.02}}
 
     def __len__(self) -> int:
         return len(self.env_index)

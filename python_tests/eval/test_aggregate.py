@@ -245,3 +245,27 @@ def test_summary_figure(better, tmp_path):
     summary_figure(agg, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
     assert [p.name for p in path.parent.iterdir()] == ["summary.png"]  # no temp file left
+
+
+def test_ensemble_scores_are_aggregated_like_the_rmse(better):
+    """An ensemble method's per-environment CRPS / spread-skill / coverage -> per-seed means -> t interval over
+    seeds; methods without ensemble scores get none; the report gets the calibration table."""
+    docs, _ = better
+    docs = [dict(d, methods=dict(d["methods"])) for d in docs]
+    for s, doc in enumerate(docs):
+        ens = {}
+        for d, e in make_doc(s, {"soup_members": lambda s, e: 1.2})["methods"]["soup_members"].items():
+            e["per_env"] = [dict(row, crps=0.5 * row["rmse"], spread_skill=0.6 + 0.1 * s, coverage90=0.7)
+                            for row in e["per_env"]]  # fmt: skip
+            ens[d] = e
+        doc["methods"]["soup_members"] = ens
+    agg = aggregate(docs, SEEDS, system="lambda_omega", preset="tiny")
+    m = agg["methods"]["soup_members"]["unseen_in"]
+    crps = [0.5 * 1.2 * (ref_rmse(s, 3) + ref_rmse(s, 4)) / 2 for s in SEEDS]
+    assert m["crps"]["per_seed"] == pytest.approx(crps)
+    half = stats.t.ppf(0.975, 2) * stats.tstd(crps) / math.sqrt(3)
+    assert m["crps"]["ci95"] == pytest.approx([sum(crps) / 3 - half, sum(crps) / 3 + half])
+    assert m["spread_skill"]["mean"] == pytest.approx(0.7) and m["coverage90"]["n_seeds"] == 3
+    assert set(agg["methods"]["ccm"]["in_domain"]) == {"rmse"}
+    text = report_markdown(agg)
+    assert "## Uncertainty: the ensembles" in text and "| soup_members | unseen_out |" in text

@@ -37,6 +37,7 @@ def evaluated(tmp_path_factory):
     tiny = Budget(conditioned_epochs=1, context_epochs=1, context_steps=3, search_points=5)
     mp.setitem(common.BUDGETS, "tiny", tiny)
     mp.setattr("dynadiff_fast.baselines.dynadiff.run", FakeDynaDiff.run)
+    mp.setattr("dynadiff_fast.baselines.prefix_ensemble.STEPS", 5)
     ds = SynthDataset()
     proto = ProtocolConfig(obs_len=5)
     results, kept = evaluate(ds, SynthZoo(ds), None, protocol=proto, strict=True, env_chunk=2, figure_envs=2)
@@ -63,6 +64,29 @@ def test_results_schema_has_every_method_for_both_domains(evaluated):
             assert len(e["per_env"]) == len(on_disk["domains"][d]["envs"])
             assert e["adapt_seconds"] >= 0
     assert on_disk["domains"]["out_domain"]["split"] == ["unseen_in", "unseen_in", "unseen_out"]
+
+
+def test_ensembles_are_scored_beside_the_rmse(evaluated):
+    """Methods with K >= 2 predictors get CRPS, spread/skill and coverage; single predictors do not."""
+    out, doc, paths, kept = evaluated
+    for key in ("soup_members", "prefix_finetune_ensemble"):
+        for d in DOMAINS:
+            e = doc["methods"][key][d]
+            assert e["ensemble_size"] == e["samples_per_env"] >= 2
+            for name in ("crps", "spread_skill", "coverage50", "coverage90"):
+                per = [row[name] for row in e["per_env"]]
+                assert set(e[name]) == {"mean", "std"} and e[name]["mean"] == pytest.approx(sum(per) / len(per))
+                assert set(e["by_split"][doc["domains"][d]["split"][0]]) >= {"rmse", name}
+            # CRPS <= each member's mean absolute error <= its RMSE, point by point and so on average
+            assert 0 < e["crps"]["mean"] < e["rmse"]["mean"]
+            assert 0 <= e["coverage50"]["mean"] <= e["coverage90"]["mean"] <= 1
+            assert sum(e["rank_hist"]) == pytest.approx(1.0) and len(e["rank_hist"]) == e["ensemble_size"] + 1
+            assert len(e["curve_spread"]) == len(e["curve_skill"]) == len(e["curve_crps"]) == e["steps"]
+            assert kept[d]["ensemble_probe"][key].shape == (e["ensemble_size"], e["steps"] + 1)
+    assert "crps" not in doc["methods"]["base"]["in_domain"]  # one predictor
+    assert "nn_ensemble" not in kept["in_domain"]["ensemble_probe"]  # the synthetic zoo: one expert per environment
+    assert "## Uncertainty: the ensembles" in (out / "report.md").read_text()
+    assert {"spread_vs_error.png", "ensemble_band_in_domain.png"} <= {p.name for p in paths}
 
 
 def test_chunked_scoring_matches_the_per_env_values(evaluated):

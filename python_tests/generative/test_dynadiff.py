@@ -285,6 +285,36 @@ def test_guidance_sweep_ranks_every_scale_together(dd, unseen_obs):
             dd.generate(obs, n_samples=1, steps=2, guidance=bad)
 
 
+def test_ensemble_keeps_the_k_samples_of_the_scale_with_the_best_prefix_crps(dd, unseen_obs):
+    """select="ensemble": per environment the K samples of one guidance scale, the one whose K-member ensemble has
+    the lowest fair CRPS on the observed frames (the scale a sweep of select="none" ranks first by it)."""
+    from dynadiff_fast.experts.ensemble import prefix_crps
+
+    obs = unseen_obs[:2, :5]
+    sweep, scores = dd.generate(obs, n_samples=3, select="none", steps=4, seed=2, guidance=(1.0, 4.0))
+    ens, ens_scores = dd.generate(obs, n_samples=3, select="ensemble", steps=4, seed=2, guidance=(1.0, 4.0))
+    assert ens.num_experts == 6 and ens_scores.shape == (6,)
+    with torch.no_grad():
+        roll = sweep.rollout(obs[:, 0].repeat_interleave(6, dim=0)[:, None], 4)[:, 0]
+    pick = prefix_crps(roll.view(2, 2, 3, *obs.shape[1:]), obs).argmin(1)
+    rows = torch.tensor([(n * 2 + int(pick[n])) * 3 + k for n in range(2) for k in range(3)])
+    torch.testing.assert_close(ens_scores, scores[rows])
+    x = obs[:, 0].repeat_interleave(3, dim=0)[:, None]
+    torch.testing.assert_close(ens(x), sweep.select(rows)(x))
+    plain, plain_scores = dd.generate(obs, n_samples=3, select="none", steps=4, seed=2)  # one scale: all K samples
+    torch.testing.assert_close(dd.generate(obs, n_samples=3, select="ensemble", steps=4, seed=2)[1], plain_scores)
+    with pytest.raises(ValueError, match="n_samples: select='ensemble' needs K >= 2"):
+        dd.generate(obs, n_samples=1, select="ensemble", steps=2)
+
+
+def test_generated_experts_roll_out_without_autograd(dd, unseen_obs):
+    """Generated experts are for inference: a rollout outside no_grad keeps no graph (issue 14: one kept for every
+    step of every expert made the per-expert rollout cost grow with the number of experts)."""
+    experts, _ = dd.generate(unseen_obs[:2, :3], n_samples=2, select="none", steps=2)
+    assert not any(p.requires_grad for p in experts.parameters())
+    assert not experts.rollout(unseen_obs[0, :1], 3).requires_grad
+
+
 def test_scores_are_the_shared_prefix_score(dd, unseen_obs):
     """DynaDiff ranks candidates by the same L-1-step rollout score as the prefix-based baselines."""
     from dynadiff_fast.experts.evaluate import prefix_error
