@@ -4,7 +4,7 @@ Every PDE expert is a neuraloperator ``FNO`` mapping the standardised frame ``x_
 to ``x_{t+1}``, rolled out autoregressively; the grid positional embedding is neuraloperator's own
 (``positional_embedding="grid"``: two channels of coordinates in [0, 1) appended before lifting).
 The Lotka–Volterra expert is the paper's App. H.6 model: a 2-layer tanh MLP vector field ``f(x)``,
-``dx/dt = f(x)``, integrated with RK4 by the caller (``rk4_step``).
+``dx/dt = f(x)``; the expert (``MLPExpert``) steps it by one RK4 step of the frame spacing ``dt``.
 
     cfg = expert_config("kolmogorov", "tiny")        # ExpertConfig
     model = cfg.build()                               # neuralop.models.FNO
@@ -16,6 +16,8 @@ Presets: ``tiny`` (one CPU core, minutes, 32x32 grids), ``small``, ``paper`` (Ta
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,29 +154,56 @@ class ExpertConfig:
 @dataclass(frozen=True)
 class MLPExpertConfig:
     """Lotka–Volterra expert (App. H.6): ``n_layers`` Linear layers with tanh between them, the vector
-    field ``f: R^state_dim -> R^state_dim`` of a neural ODE integrated with RK4 (``rk4_step``)."""
+    field ``f: R^state_dim -> R^state_dim`` of a neural ODE; one expert step (one frame) is one RK4 step of
+    size ``dt`` (the dataset's ``dt_frame``; App. H.6: 0.1), so like the FNO experts it maps x_t -> x_{t+1}."""
 
     state_dim: int = 2
     hidden: int = 128
     n_layers: int = 2
+    dt: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("state_dim", "hidden", "n_layers"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"MLPExpertConfig.{name}: expected an integer >= 1, got {value!r}")
+        if isinstance(self.dt, bool) or not isinstance(self.dt, (int, float)) or not 0 < self.dt < math.inf:
+            raise ValueError(f"MLPExpertConfig.dt: expected a finite number > 0, got {self.dt!r}")
+        object.__setattr__(self, "dt", float(self.dt))
 
-    def build(self) -> nn.Sequential:
+    def build(self) -> MLPExpert:
         widths = [self.state_dim] + [self.hidden] * (self.n_layers - 1) + [self.state_dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             layers.append(nn.Linear(a, b))
             if i < self.n_layers - 1:
                 layers.append(nn.Tanh())
-        return nn.Sequential(*layers)
+        return MLPExpert(*layers, dt=self.dt)
 
 
-def rk4_step(f: nn.Module, x: torch.Tensor, dt: float) -> torch.Tensor:
+class MLPExpert(nn.Sequential):
+    """The Lotka–Volterra expert as a one-step map: its layers are the vector field ``f`` (``field``), and
+    ``forward(x) = rk4_step(f, x, dt)``. A plain ``nn.Sequential`` of Linear/Tanh layers underneath, so its
+    state-dict keys (``0.weight``, ``0.bias``, ``2.weight``, ...) and its weight graph are those of the MLP."""
+
+    def __init__(self, *layers: nn.Module, dt: float) -> None:
+        super().__init__(*layers)
+        self.dt = float(dt)
+
+    def field(self, x: torch.Tensor) -> torch.Tensor:
+        """The vector field f(x): x [..., state_dim] -> [..., state_dim]."""
+        for layer in self:
+            x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rk4_step(self.field, x, self.dt)
+
+    def extra_repr(self) -> str:
+        return f"dt={self.dt}"
+
+
+def rk4_step(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, dt: float) -> torch.Tensor:
     """One classical RK4 step of ``dx/dt = f(x)``; x ``[..., state_dim]``."""
     k1 = f(x)
     k2 = f(x + 0.5 * dt * k1)
@@ -189,6 +218,9 @@ _PAPER = {
     "lambda_omega": dict(channels=2, n_modes=(8, 8), n_layers=4),
     "kolmogorov": dict(channels=3, n_modes=(8, 8), n_layers=8),
     "navier_stokes": dict(channels=3, n_modes=(8, 8), n_layers=8),
+    # imported gridded data (data/gridded.py: `dynadiff import`): Table 3's ERA5 column; the zoo takes the
+    # channel count from the dataset
+    "gridded": dict(channels=2, n_modes=(8, 8), n_layers=4),
 }
 # Width per preset; tiny also caps depth at 4 and modes at 8 (32x32 grids, one CPU core).
 _HIDDEN = {"tiny": 16, "bench": 16, "small": 32, "paper": 64}
@@ -205,7 +237,7 @@ def expert_config(system_name: str, preset: str = "paper", **overrides: Any) -> 
     if preset not in PRESETS:
         raise ValueError(f"preset: unknown {preset!r} (valid: {', '.join(PRESETS)})")
     if system_name == "lotka_volterra":
-        return dataclasses.replace(MLPExpertConfig(hidden=_LV_HIDDEN[preset]), **overrides)
+        return _replace(MLPExpertConfig(hidden=_LV_HIDDEN[preset]), overrides)
     if system_name not in _PAPER:
         valid = ", ".join([*_PAPER, "lotka_volterra"])
         raise ValueError(f"system_name: unknown {system_name!r} (valid: {valid})")
@@ -222,6 +254,15 @@ def expert_config(system_name: str, preset: str = "paper", **overrides: Any) -> 
         n_modes=n_modes,
         n_layers=n_layers,
     )
+    return _replace(cfg, overrides)
+
+
+def _replace(cfg: ExpertConfig | MLPExpertConfig, overrides: dict[str, Any]) -> ExpertConfig | MLPExpertConfig:
+    """``cfg`` with ``overrides``; an unknown field is a one-line error naming the valid ones."""
+    fields = [f.name for f in dataclasses.fields(cfg)]
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(f"expert: unknown {type(cfg).__name__} field(s) {unknown} (valid: {', '.join(fields)})")
     return dataclasses.replace(cfg, **overrides)
 
 

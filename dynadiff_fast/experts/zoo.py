@@ -3,14 +3,14 @@
 Layout of a zoo folder (written by ``dynadiff zoo build``, see ``zoo_build.py``)::
 
     manifest.json                 everything below, with sha256 checksums of every weight file
-    base.safetensors              the pretrained base FNO (state dict keys of neuraloperator)
+    base.safetensors              the pretrained base expert (state dict keys of neuraloperator's FNO, or of the MLP)
     experts/env_0003.safetensors  the K experts of dataset environment 3, keys "k007/<state dict key>"
     experts/env_0003.json         that environment's expert records (merged into the manifest)
     config.yaml                   the resolved build config, versions and seed
 
 Manifest (``FORMAT``, ``VERSION``)::
 
-    system_name, expert_config (ExpertConfig fields), param_shapes {key: [shape, dtype]},
+    system_name, expert_config (ExpertConfig or MLPExpertConfig fields), param_shapes {key: [shape, dtype]},
     dataset {path, system_name, param_names, channel_names, mean, std, seed, dt_frame, ...},
     build {resolved build config}, noise {how the per-expert noise layer/scale is chosen},
     validation {protocol of val_rmse}, base {file, sha256, train_loss, val_rmse per env},
@@ -68,11 +68,12 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def config_from_dict(d: dict[str, Any]) -> Any:
-    """Rebuild the ``ExpertConfig`` stored in a manifest (unknown fields raise, naming the valid ones)."""
+    """Rebuild the expert config stored in a manifest: an ``MLPExpertConfig`` when it has ``state_dim`` (the
+    ODE experts' field), else an ``ExpertConfig`` (unknown fields raise, naming the valid ones)."""
     from dynadiff_fast.config import build
-    from dynadiff_fast.experts.configs import ExpertConfig
+    from dynadiff_fast.experts.configs import ExpertConfig, MLPExpertConfig
 
-    return build(ExpertConfig, d, "expert_config")
+    return build(MLPExpertConfig if "state_dim" in d else ExpertConfig, d, "expert_config")
 
 
 class Zoo:
@@ -201,23 +202,23 @@ class Zoo:
         return [out[i] for i in idx]
 
     def load_module(self, i: int) -> torch.nn.Module:
-        """Expert ``i`` as a neuraloperator ``FNO`` (eval mode)."""
+        """Expert ``i`` as the module ``config.build()`` makes (a neuraloperator ``FNO``, or an ``MLPExpert``), eval mode."""
         module = self.config.build()
         module.load_state_dict(self.state_dict(i))
         return module.eval()
 
     def batched(self, indices: Sequence[int] | None = None):
-        """Experts ``indices`` (all when None) stacked in one ``BatchedFNO`` (eval mode)."""
-        from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+        """Experts ``indices`` (all when None) stacked in one ``BatchedFNO`` / ``BatchedMLP`` (eval mode)."""
+        from dynadiff_fast.weightspace.stacked import experts_type
 
-        return BatchedFNO.from_state_dicts(self.config, self.state_dicts(indices)).eval()
+        return experts_type(self.config).from_state_dicts(self.config, self.state_dicts(indices)).eval()
 
     def base_state_dict(self) -> dict[str, torch.Tensor]:
         base = self.manifest["base"]
         return io.load_safetensors(self.root / base["file"], base["sha256"], "zoo base model")
 
     def base_module(self) -> torch.nn.Module:
-        """The pretrained base model every expert was fine-tuned from, as a neuraloperator ``FNO``."""
+        """The pretrained base model every expert was fine-tuned from, as the module ``config.build()`` makes."""
         module = self.config.build()
         module.load_state_dict(self.base_state_dict())
         return module.eval()

@@ -2,6 +2,9 @@
 
     dynadiff zoo build --data runs/data/kolmogorov_tiny.h5 --out runs/zoo/kolmogorov_tiny --experts-per-env 4
 
+Experts are FNOs on 2-D fields; on an ODE system (Lotka–Volterra) they are MLP vector fields stepped by RK4
+(``MLPExpertConfig``, run in a ``BatchedMLP``), and everything below applies unchanged.
+
 1. Pretrain one base FNO on the one-step pairs of every SEEN environment's training trajectories
    (standardised fields), Adam. Checkpointed every epoch (``base_train.pt``); kept as ``base.safetensors``.
 2. For every seen environment, fine-tune K experts from the base. Before fine-tuning, expert k of
@@ -80,8 +83,19 @@ class ZooPreset:
 # fine-tuning epochs (App. C, Table 3); the batch
 # size is not given in the paper (32 here); validation rollouts of 50 steps (App. B test protocol for
 # Kolmogorov/NS; 100 for cylinder flow and lambda-omega). tiny/small: larger lr, few epochs (CPU minutes).
-_PAPER_PRETRAIN = {"cylinder_flow": 20, "lambda_omega": 100, "kolmogorov": 10, "navier_stokes": 10}
-_PAPER_ROLLOUT = {"cylinder_flow": 100, "lambda_omega": 100}
+# Lotka–Volterra (App. H.6 gives the MLP, not its training): 100 pretraining epochs like lambda_omega, and
+# validation over the whole 100-frame trajectory.
+# Imported gridded data (``dynadiff import``; ERA5 in the paper): 50 pretraining, 20 fine-tuning epochs (Table 3).
+_PAPER_PRETRAIN = {
+    "cylinder_flow": 20,
+    "lambda_omega": 100,
+    "kolmogorov": 10,
+    "navier_stokes": 10,
+    "lotka_volterra": 100,
+    "gridded": 50,
+}
+_PAPER_FINETUNE = {"gridded": 20}
+_PAPER_ROLLOUT = {"cylinder_flow": 100, "lambda_omega": 100, "lotka_volterra": 100}
 
 
 def zoo_preset(system_name: str, preset: str) -> ZooPreset:
@@ -98,7 +112,7 @@ def zoo_preset(system_name: str, preset: str) -> ZooPreset:
         return ZooPreset(
             experts_per_env=100,
             pretrain_epochs=_PAPER_PRETRAIN.get(system_name, 10),
-            finetune_epochs=50,
+            finetune_epochs=_PAPER_FINETUNE.get(system_name, 50),
             lr=1e-4,
             finetune_lr=1e-4,
             batch_size=32,
@@ -329,7 +343,7 @@ def _stack(state: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
 
 
 def validate(experts, test: torch.Tensor, steps: int, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validation RMSE of E experts on one environment's test trajectories ``[B, T+1, C, H, W]``.
+    """Validation RMSE of E experts on one environment's test trajectories ``[B, T+1, *frame]``.
 
     Returns ``(rollout, one_step)``, each ``[E]`` float64: the mean over trajectories and the first
     ``steps`` steps of the autoregressive-rollout RMSE (``evaluate_experts``) and of the teacher-forced
@@ -343,7 +357,11 @@ def validate(experts, test: torch.Tensor, steps: int, chunk: int = 8) -> tuple[t
     with torch.no_grad(), nvtx_range("zoo/validate"):
         rollout = evaluate_experts(experts, window[None], steps, progress=False).mean(1)
         one_step = [
-            rmse(experts.select(slice(e0, e0 + chunk))(x), y.expand(min(chunk, experts.num_experts - e0), *y.shape))
+            rmse(
+                experts.select(slice(e0, e0 + chunk))(x),
+                y.expand(min(chunk, experts.num_experts - e0), *y.shape),
+                frame_dims=test.dim() - 2,
+            )
             for e0 in range(0, experts.num_experts, chunk)
         ]
     return rollout.double().cpu(), torch.cat(one_step).mean(1).double().cpu()
@@ -362,8 +380,10 @@ def finetune_group(
     bar,
 ) -> None:
     """Fine-tune K experts for each environment of ``envs`` (rows ``rows`` of ``train``/``test``) in one
-    ``BatchedFNO``, validate them and the base, and write each environment's shard and record."""
-    from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+    ``BatchedFNO`` (``BatchedMLP``), validate them and the base, and write each environment's shard and record."""
+    from dynadiff_fast.weightspace.stacked import experts_type
+
+    batched = experts_type(expert_cfg)
 
     k_per = cfg.experts_per_env
     n_exp = len(envs) * k_per
@@ -376,14 +396,14 @@ def finetune_group(
         layer, sigma = tr.perturb_one_layer(stacked, e, g, cfg.noise_scale)
         generators.append(g)
         noise.append({"k": k, "seed": seed, "noise_layer": layer, "noise_sigma": sigma})
-    experts = BatchedFNO.from_state_dicts(expert_cfg, [{k: v[e] for k, v in stacked.items()} for e in range(n_exp)])
+    experts = batched.from_state_dicts(expert_cfg, [{k: v[e] for k, v in stacked.items()} for e in range(n_exp)])
     experts = experts.to(train.device)
     env_of_expert = torch.tensor(rows).repeat_interleave(k_per)
     history = tr.finetune_experts(
         experts, train, env_of_expert, generators, cfg.finetune_epochs, cfg.finetune_lr, cfg.batch_size, bar.update
     )
     experts.eval()
-    base_model = BatchedFNO.from_state_dicts(expert_cfg, [base]).to(train.device).eval()
+    base_model = batched.from_state_dicts(expert_cfg, [base]).to(train.device).eval()
     weights = experts.stacked()
     for j, (env, row) in enumerate(zip(envs, rows)):
         sel = list(range(j * k_per, (j + 1) * k_per))
@@ -475,17 +495,25 @@ def _bar(cfg: ZooBuildConfig, info: dist.DistInfo, **kwargs):
 
 
 def _expert_config(ds, cfg: ZooBuildConfig):
-    from dynadiff_fast.experts.configs import ExpertConfig, expert_config
+    """The experts' architecture for the dataset's frames: FNO experts for fields ``[C, H, W]``, MLP vector
+    fields stepped by RK4 of the dataset's frame spacing for ODE states ``[C]``."""
+    from dynadiff_fast.experts.configs import ExpertConfig, MLPExpertConfig, expert_config
 
-    if len(ds.frame_shape) != 3:
+    shape = tuple(ds.frame_shape)
+    if len(shape) == 3:
+        kind, sizes = ExpertConfig, {"in_channels": shape[0], "out_channels": shape[0]}
+    elif len(shape) == 1:
+        kind, sizes = MLPExpertConfig, {"state_dim": shape[0], "dt": float(ds.dt_frame)}
+    else:
         raise ValueError(
-            f"data: {ds.path} holds {ds.system_name} states of shape {tuple(ds.frame_shape)}; the zoo builds FNO "
-            "experts of 2-D fields [C, H, W] (BatchedFNO), ODE systems are not supported"
+            f"data: {ds.path} holds {ds.system_name} frames of shape {shape}; experts step 2-D fields [C, H, W] "
+            "(FNO) or ODE states [C] (MLP)"
         )
-    channels = ds.frame_shape[0]
-    ecfg = expert_config(ds.system_name, cfg.preset, in_channels=channels, out_channels=channels, **cfg.expert)
-    if not isinstance(ecfg, ExpertConfig):
-        raise ValueError(f"data: {ds.system_name} experts are {type(ecfg).__name__}, not FNO experts")
+    ecfg = expert_config(ds.system_name, cfg.preset, **{**sizes, **cfg.expert})
+    if not isinstance(ecfg, kind):
+        raise ValueError(
+            f"data: {ds.system_name} experts are {type(ecfg).__name__}, but its frames {shape} need {kind.__name__}"
+        )
     return ecfg
 
 
@@ -560,4 +588,4 @@ def _run(cfg: ZooBuildConfig) -> int:
     return 0
 
 
-COMMAND = Command(help="pretrain the base FNO and fine-tune the expert zoo", config=ZooBuildConfig, run=_run)
+COMMAND = Command(help="pretrain the base expert and fine-tune the expert zoo", config=ZooBuildConfig, run=_run)

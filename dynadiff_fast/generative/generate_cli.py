@@ -1,4 +1,4 @@
-"""``dynadiff generate``: one expert FNO for an environment of a dataset file, from its first observed frames.
+"""``dynadiff generate``: one expert (FNO; MLP for ODE systems) for an environment of a dataset file, from its first observed frames.
 
     dynadiff generate --run RUN --obs FILE.h5:ENV --frames 10 --out expert.safetensors [--n-samples 8]
 
@@ -17,10 +17,14 @@ Load it without this package::
     from neuralop.models import FNO; from safetensors.torch import load_file; import json
     cfg = json.load(open("expert.json"))["fno_kwargs"]
     model = FNO(**cfg); model.load_state_dict(load_file("expert.safetensors"))
+
+A Lotka–Volterra run writes its MLP expert instead: ``"mlp_expert_config"`` in place of ``"fno_kwargs"``, loaded
+by ``MLPExpertConfig(**cfg).build().load_state_dict(load_file("expert.safetensors"))`` (one RK4 step per call).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -89,14 +93,22 @@ def read_observations(dd, spec: str, frames: int, traj: int | None = None, start
 
 
 def write_expert(out: str | Path, experts, index: int, extra: dict) -> Path:
-    """Expert ``index`` of a BatchedFNO -> ``out`` (safetensors state dict) + ``out.json`` (FNO kwargs + extra)."""
+    """Expert ``index`` of a BatchedFNO (BatchedMLP) -> ``out`` (safetensors state dict) + ``out.json`` (the
+    architecture: ``fno_kwargs`` of ``neuralop.models.FNO``, or ``mlp_expert_config`` of ``MLPExpertConfig``;
+    + extra)."""
+    from dynadiff_fast.experts.configs import ExpertConfig
+
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"out: expected a path ending in .safetensors, got {str(out)!r}")
     module = experts.select(index).to_modules()[0]
     state = {k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
-    doc = {"fno_kwargs": experts.config.fno_kwargs(), **extra}
-    meta = {"fno_kwargs": json.dumps(doc["fno_kwargs"]), "format": "neuraloperator-fno-state-dict"}
+    if isinstance(experts.config, ExpertConfig):
+        arch, fmt = ("fno_kwargs", experts.config.fno_kwargs()), "neuraloperator-fno-state-dict"
+    else:
+        arch, fmt = ("mlp_expert_config", dataclasses.asdict(experts.config)), "dynadiff-mlp-expert-state-dict"
+    doc = {arch[0]: arch[1], **extra}
+    meta = {arch[0]: json.dumps(arch[1]), "format": fmt}
     doc["sha256"] = io.save_safetensors(out, state, metadata=meta)
     io.write_json(out.with_suffix(".json"), doc)
     return out

@@ -248,14 +248,15 @@ def functional_quality(vae, normalizer, graph, zoo, ds, rollout_steps: int | Non
     fraction of experts within 5%.
     """
     from dynadiff_fast.experts.evaluate import evaluate_experts
-    from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+    from dynadiff_fast.weightspace.stacked import experts_type
 
     steps = rollout_steps or ds.n_frames - 1
     tokens = zoo_tokens(zoo, graph) if tokens is None else tokens
     envs = zoo.env_index.tolist()
     decoded = reconstruct(vae, normalizer, tokens)  # on the VAE's device, where the rollouts run too
-    original = BatchedFNO.from_stacked(zoo.config, graph.decode_stacked(tokens.to(decoded.device)))
-    rebuilt = BatchedFNO.from_stacked(zoo.config, graph.decode_stacked(decoded))
+    batched = experts_type(zoo.config)
+    original = batched.from_stacked(zoo.config, graph.decode_stacked(tokens.to(decoded.device)))
+    rebuilt = batched.from_stacked(zoo.config, graph.decode_stacked(decoded))
     with nvtx_range("vae/quality"):
         rmse_o = evaluate_experts(original, (ds, envs), steps, progress=False).mean(-1).double()
         rmse_d = evaluate_experts(rebuilt, (ds, envs), steps, progress=False).mean(-1).double()
@@ -395,7 +396,8 @@ def train_vae(cfg: TrainVAEConfig) -> Path:
             if previous.get("vae_config") != dataclasses.asdict(vae_config(cfg)):
                 raise ValueError(f"out: {out} holds a VAE with config {previous.get('vae_config')}, this run asks "
                                  f"for {dataclasses.asdict(vae_config(cfg))}; choose another --out")  # fmt: skip
-            if previous["step"] >= cfg.steps:
+            # finished, unless the run stopped between its last checkpoint and the quality report
+            if previous["step"] >= cfg.steps and not (cfg.quality and not (out / "quality.json").exists()):
                 log.info("%s is complete (step %d); nothing to train", out, previous["step"])
                 return out
         tokens = zoo_tokens(zoo, graph)

@@ -20,7 +20,8 @@ Loss (eq. 3 + eq. 4): ``L = recon + beta * KL + lambda * L_func`` with
     recon  = mean over all scalars of (x̂ - x)^2                              (normalised tokens)
     KL     = mean over latent entries of 0.5 (mu^2 + e^logvar - 1 - logvar)
     L_func = mean over sampled frames of ||f_ŵ(x_i) - f_w(x_i)||^2               (decoded vs original expert)
-where f_ŵ runs the decoded weights (``WeightGraph.decode_stacked`` -> ``BatchedFNO.from_stacked``, so the
+where f_ŵ runs the decoded weights (``WeightGraph.decode_stacked`` -> ``BatchedFNO.from_stacked`` or
+``BatchedMLP.from_stacked``, so the
 gradient flows through the expert's forward pass back into the decoder).
 """
 
@@ -241,16 +242,11 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 def expert_outputs(expert_config: Any, stacked: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Run E experts given as stacked weights ``{key: [E, ...]}`` on their inputs ``x [E, B, *frame]``
-    -> ``[E, B, *out]``, differentiably in the weights. FNO experts run through ``BatchedFNO``; any other
-    architecture (the Lotka–Volterra MLP) through ``torch.func.functional_call`` vmapped over experts."""
-    from dynadiff_fast.experts.configs import ExpertConfig
-    from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+    -> ``[E, B, *out]``, differentiably in the weights: one step of the experts' container (``BatchedFNO``;
+    ``BatchedMLP``: one RK4 step of the MLP vector field)."""
+    from dynadiff_fast.weightspace.stacked import experts_type
 
-    if isinstance(expert_config, ExpertConfig):
-        return BatchedFNO.from_stacked(expert_config, stacked)(x)
-    with torch.device("meta"):
-        module = expert_config.build()
-    return torch.func.vmap(lambda w, xe: torch.func.functional_call(module, w, (xe,)))(stacked, x)
+    return experts_type(expert_config).from_stacked(expert_config, stacked)(x)
 
 
 def functional_loss(decoded: NodeTokens, expert_config: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

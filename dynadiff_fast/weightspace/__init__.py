@@ -8,6 +8,8 @@ __getattr__ = lazy_exports(
     {
         "BatchedFNO": "batched_fno",
         "BatchedMLP": "batched_mlp",
+        "StackedExperts": "stacked",
+        "experts_type": "stacked",
         "WeightGraph": "graph",
         "NodeTokens": "graph",
         "WeightNormalizer": "normalization",

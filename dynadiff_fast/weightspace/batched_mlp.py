@@ -1,20 +1,21 @@
 """BatchedMLP: E Lotka–Volterra MLP experts (App. H.6) of one ``MLPExpertConfig``, weights stacked as ``[E, *shape]``.
 
-Expert e is a neural ODE. Its vector field is the ``nn.Sequential`` that ``MLPExpertConfig.build()`` makes,
+Expert e is a neural ODE. Its vector field is the layer stack of the ``MLPExpert`` that ``MLPExpertConfig.build()``
+makes,
 
     f_e(x) = W_n tanh( ... tanh(W_1 x + b_1) ... ) + b_n,        x, f_e(x) in R^C  (C = state_dim),
 
-and one step of the expert (one frame, ``dt`` apart) is one classical RK4 step of ``dx/dt = f_e(x)``,
-exactly ``configs.rk4_step(f_e, x, dt)``:
+and one step of the expert (one frame, ``dt = config.dt`` apart) is one classical RK4 step of ``dx/dt = f_e(x)``,
+exactly ``MLPExpert.forward`` (``configs.rk4_step(f_e, x, dt)``):
 
     k1 = f(x),  k2 = f(x + dt/2 k1),  k3 = f(x + dt/2 k2),  k4 = f(x + dt k3),
     x' = x + dt/6 (k1 + 2 k2 + 2 k3 + k4).
 
 Every Linear runs for all experts as one batched GEMM over ``[E, B, width]`` (``baddbmm``, bias as its
-accumulator), so ``BatchedMLP.from_modules(ms)(x)[e] == rk4_step(ms[e], x[e], dt)`` to float rounding. The
+accumulator), so ``BatchedMLP.from_modules(ms)(x)[e] == ms[e](x[e])`` to float rounding. The
 conventions are ``BatchedFNO``'s with ODE frames ``[C]`` in place of ``[C, H, W]``:
 
-    bm = BatchedMLP.from_modules(experts, dt=0.1)    # copies the weights into stacked Parameters
+    bm = BatchedMLP.from_modules(experts)            # MLPExperts; copies the weights into stacked Parameters
     y = bm(x)                                        # x [B, C] or [E, B, C] -> [E, B, C], one RK4 step
     traj = bm.rollout(x0, steps=10)                  # [E, B, 11, C], frame 0 = x0
     bm = BatchedMLP.from_stacked(cfg, decoded)       # no copy: gradients reach ``decoded`` (VAE loss)
@@ -31,11 +32,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from dynadiff_fast.experts.configs import MLPExpertConfig
+from dynadiff_fast.experts.configs import MLPExpert, MLPExpertConfig
 from dynadiff_fast.weightspace.stacked import StackedExperts
-
-# Frame spacing of the paper's Lotka–Volterra data (App. H.6: dt_frame 0.1); pass the dataset's dt_frame.
-DT = 0.1
 
 
 @functools.lru_cache(maxsize=32)
@@ -47,14 +45,14 @@ def param_spec(config: MLPExpertConfig) -> dict[str, tuple[int, ...]]:
 
 
 def config_of(module: nn.Module) -> MLPExpertConfig:
-    """The ``MLPExpertConfig`` whose ``build()`` has ``module``'s structure (Linear, Tanh, ..., Linear)."""
-    if not isinstance(module, nn.Sequential):
-        raise TypeError(f"module: expected the nn.Sequential of MLPExpertConfig.build(), got {type(module).__name__}")
+    """The ``MLPExpertConfig`` whose ``build()`` has ``module``'s structure (Linear, Tanh, ..., Linear) and step."""
+    if not isinstance(module, MLPExpert):
+        raise TypeError(f"module: expected the MLPExpert of MLPExpertConfig.build(), got {type(module).__name__}")
     linears = [m for m in module if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError("module: has no nn.Linear layer")
     hidden = linears[0].out_features if len(linears) > 1 else MLPExpertConfig.hidden  # unused with one layer
-    config = MLPExpertConfig(state_dim=linears[0].in_features, hidden=hidden, n_layers=len(linears))
+    config = MLPExpertConfig(state_dim=linears[0].in_features, hidden=hidden, n_layers=len(linears), dt=module.dt)
     with torch.device("meta"):
         built = config.build()
     same_layers = [type(m) for m in module] == [type(m) for m in built]
@@ -66,7 +64,7 @@ def config_of(module: nn.Module) -> MLPExpertConfig:
 
 class BatchedMLP(StackedExperts):
     """E MLP vector-field experts of one ``MLPExpertConfig``, weights stacked along a leading expert axis,
-    each stepped by RK4 with step ``dt``.
+    each stepped by RK4 with the config's step ``dt``.
 
     Construct with ``from_modules``, ``from_state_dicts`` or ``from_stacked`` (or directly:
     ``BatchedMLP(config, {key: Tensor[E, ...]}, parameters=True)``).
@@ -75,7 +73,6 @@ class BatchedMLP(StackedExperts):
         config: the experts' architecture.
         weights: ``nn.Sequential`` state-dict key -> stacked tensor ``[E, *shape]``; every key of the
             architecture, nothing else, one E, one floating dtype.
-        dt: RK4 step = time between frames (the dataset's ``dt_frame``).
         parameters: True: the tensors become this module's ``nn.Parameter`` (trainable, moved by ``.to``;
             they share storage with the given tensors). False: they are kept as given (not moved by
             ``.to``), so autograd flows back to whatever produced them (``from_stacked``).
@@ -86,22 +83,19 @@ class BatchedMLP(StackedExperts):
         config: MLPExpertConfig,
         weights: Mapping[str, torch.Tensor],
         *,
-        dt: float = DT,
         parameters: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(config, MLPExpertConfig):
             raise TypeError(f"config: expected an MLPExpertConfig, got {type(config).__name__}")
-        if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not dt > 0:
-            raise ValueError(f"dt: expected a number > 0, got {dt!r}")
         self.config = config
-        self.dt = float(dt)
+        self.dt = config.dt
         self.num_experts = _check_stacked(config, weights)
         self._store(param_spec(config), weights, parameters)
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_modules(cls, modules: Sequence[nn.Module], *, dt: float = DT) -> BatchedMLP:
+    def from_modules(cls, modules: Sequence[nn.Module]) -> BatchedMLP:
         """Stack the weights of ``MLPExpertConfig.build()`` modules (one architecture) into new Parameters."""
         if len(modules) == 0:
             raise ValueError("modules: expected at least one MLP, got an empty list")
@@ -110,12 +104,10 @@ class BatchedMLP(StackedExperts):
             cfg_i = config_of(m)
             if cfg_i != config:
                 raise ValueError(f"modules: module {i} has architecture {cfg_i}, module 0 has {config}")
-        return cls.from_state_dicts(config, [m.state_dict() for m in modules], dt=dt)
+        return cls.from_state_dicts(config, [m.state_dict() for m in modules])
 
     @classmethod
-    def from_state_dicts(
-        cls, config: MLPExpertConfig, state_dicts: Sequence[Mapping[str, torch.Tensor]], *, dt: float = DT
-    ) -> BatchedMLP:
+    def from_state_dicts(cls, config: MLPExpertConfig, state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> BatchedMLP:
         """Stack state dicts of architecture ``config`` into new Parameters."""
         if len(state_dicts) == 0:
             raise ValueError("state_dicts: expected at least one state dict, got an empty list")
@@ -123,22 +115,17 @@ class BatchedMLP(StackedExperts):
         for i, sd in enumerate(state_dicts):
             _check_keys(spec, sd, f"state_dicts[{i}]")
         stacked = {k: torch.stack([sd[k].detach() for sd in state_dicts]) for k in spec}
-        return cls(config, stacked, dt=dt, parameters=True)
+        return cls(config, stacked, parameters=True)
 
     @classmethod
-    def from_stacked(
-        cls, config: MLPExpertConfig, stacked: Mapping[str, torch.Tensor], *, dt: float = DT
-    ) -> BatchedMLP:
+    def from_stacked(cls, config: MLPExpertConfig, stacked: Mapping[str, torch.Tensor]) -> BatchedMLP:
         """Wrap stacked weights ``{key: Tensor[E, ...]}`` without copying: outputs stay differentiable
         with respect to the given tensors (the VAE's functional loss trains through this)."""
-        return cls(config, stacked, dt=dt, parameters=False)
-
-    def settings(self) -> dict[str, float]:
-        return {"dt": self.dt}
+        return cls(config, stacked, parameters=False)
 
     # -- access --------------------------------------------------------------------------------------
     def to_modules(self) -> list[nn.Module]:
-        """One ``MLPExpertConfig.build()`` vector field per expert, holding copies of its weights."""
+        """One ``MLPExpertConfig.build()`` expert per expert, holding copies of its weights."""
         ref = next(iter(self.stacked().values()))
         out = []
         for sd in self.state_dicts():
@@ -148,7 +135,7 @@ class BatchedMLP(StackedExperts):
         return out
 
     def extra_repr(self) -> str:
-        return f"num_experts={self.num_experts}, config={self.config}, dt={self.dt}"
+        return f"num_experts={self.num_experts}, config={self.config}"
 
     # -- forward -------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

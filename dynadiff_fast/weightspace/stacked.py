@@ -1,6 +1,9 @@
 """What every batched expert container shares: E experts of one architecture whose weights are stacked along a
 leading expert axis (``BatchedFNO`` for the FNO experts, ``BatchedMLP`` for the Lotka–Volterra vector fields).
 
+Code that only knows an expert config gets the container class from ``experts_type(config)``, so every stage
+(zoo, VAE, DiT, baselines, evaluation) runs either kind of expert.
+
 Storage: with ``parameters=True`` each stacked tensor is an ``nn.Parameter`` of the container (trainable, moved by
 ``.to``); with ``parameters=False`` (``from_stacked``) the given tensors are kept as they are, so outputs stay
 differentiable with respect to whatever produced them (the VAE's functional loss trains through this).
@@ -23,7 +26,7 @@ def mangle(key: str) -> str:
 class StackedExperts(nn.Module):
     """Base of the batched experts. Subclasses set ``config`` and ``num_experts``, call ``_store`` in their
     ``__init__``, and define ``from_stacked(config, stacked, **settings)``; ``settings()`` are the keyword
-    settings besides the weights that a copy keeps (e.g. the FNO's kernel backend, the MLP's time step)."""
+    settings besides the weights that a copy keeps (the FNO's kernel backend; the MLP's time step is in its config)."""
 
     config: Any
     num_experts: int
@@ -87,3 +90,17 @@ class StackedExperts(nn.Module):
         stacks = [b.stacked() for b in experts]
         weights = {k: torch.cat([st[k] for st in stacks]) for k in stacks[0]}
         return cls.from_stacked(first.config, weights, **first.settings())
+
+
+def experts_type(config: Any) -> type[StackedExperts]:
+    """The container of ``config``'s experts: ``BatchedFNO`` for an ``ExpertConfig``, ``BatchedMLP`` for an
+    ``MLPExpertConfig``."""
+    from dynadiff_fast.experts.configs import ExpertConfig, MLPExpertConfig
+    from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+    from dynadiff_fast.weightspace.batched_mlp import BatchedMLP
+
+    if isinstance(config, ExpertConfig):
+        return BatchedFNO
+    if isinstance(config, MLPExpertConfig):
+        return BatchedMLP
+    raise TypeError(f"config: expected an ExpertConfig or an MLPExpertConfig, got {type(config).__name__}")

@@ -63,6 +63,9 @@ def test_lotka_volterra_mlp_vector_field():
         exact = x @ torch.linalg.matrix_exp(0.1 * lin.weight).T
         assert torch.allclose(rk4_step(lin, x, 0.1), exact, atol=1e-7)
         assert f(x.float()).shape == (5, 2)
+        # the expert is one RK4 step of its vector field, of the config's dt
+        assert f.dt == cfg.dt == 0.1
+        assert torch.equal(f(x.float()), rk4_step(f.field, x.float(), 0.1))
 
 
 def test_bad_arguments():
@@ -78,6 +81,11 @@ def test_bad_arguments():
         ExpertConfig(2, 2, 0, (8, 8), 4)
     with pytest.raises(TypeError, match="FNO"):
         ExpertConfig.from_module(torch.nn.Linear(2, 2))
+    # an override of another kind's field (the zoo's --expert) names the valid fields
+    with pytest.raises(ValueError, match=r"unknown ExpertConfig field\(s\) \['hidden'\].*hidden_channels"):
+        expert_config("kolmogorov", "tiny", hidden=8)
+    with pytest.raises(ValueError, match=r"unknown MLPExpertConfig field\(s\) \['hidden_channels'\].*state_dim"):
+        expert_config("lotka_volterra", "tiny", hidden_channels=8)
 
 
 @pytest.mark.parametrize("system", FIELD_SYSTEMS)

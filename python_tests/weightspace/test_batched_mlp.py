@@ -1,13 +1,15 @@
-"""BatchedMLP equals E separate ``MLPExpertConfig.build()`` vector fields stepped by ``rk4_step`` (forward,
+"""BatchedMLP equals E separate ``MLPExpertConfig.build()`` experts, their vector fields stepped by ``rk4_step`` (forward,
 rollout, gradients), round-trips modules / state dicts / the weight graph, keeps the hidden-unit permutation
 symmetry, and ``evaluate_experts`` / ``paired_prefix_errors`` on it equal hand loops over the modules."""
+
+import dataclasses
 
 import pytest
 import torch
 from torch import nn
 
 from dynadiff_fast.experts import evaluate_experts
-from dynadiff_fast.experts.configs import MLPExpertConfig, expert_config, rk4_step
+from dynadiff_fast.experts.configs import MLPExpert, MLPExpertConfig, expert_config, rk4_step
 from dynadiff_fast.experts.evaluate import paired_prefix_errors, prefix_error
 from dynadiff_fast.weightspace.batched_mlp import BatchedMLP
 from dynadiff_fast.weightspace.graph import NodeTokens, WeightGraph, permute_hidden
@@ -28,31 +30,36 @@ def _experts(cfg, n, seed=0):
     return [cfg.build() for _ in range(n)]
 
 
-def _manual_rollout(module, x0, steps, dt):
+def _manual_rollout(module, x0, steps):
     frames = [x0]
     for _ in range(steps):
-        frames.append(rk4_step(module, frames[-1], dt))
+        frames.append(rk4_step(module.field, frames[-1], module.dt))
     return torch.stack(frames, dim=1)  # [B, steps + 1, C]
 
 
 @pytest.mark.parametrize("cfg,E,B", CASES)
 def test_forward_equals_rk4_of_modules(cfg, E, B, rng):
     modules = _experts(cfg, E)
-    bm = BatchedMLP.from_modules(modules, dt=0.1)
+    bm = BatchedMLP.from_modules(modules)
     x = torch.randn(E, B, cfg.state_dim, generator=rng)
     with torch.no_grad():
         y = bm(x)
         assert y.shape == (E, B, cfg.state_dim)
-        torch.testing.assert_close(y, torch.stack([rk4_step(m, x[e], 0.1) for e, m in enumerate(modules)]), **TOL)
-        torch.testing.assert_close(bm.vector_field(x), torch.stack([m(x[e]) for e, m in enumerate(modules)]), **TOL)
+        step = torch.stack([rk4_step(m.field, x[e], cfg.dt) for e, m in enumerate(modules)])
+        torch.testing.assert_close(y, step, **TOL)
+        torch.testing.assert_close(torch.stack([m(x[e]) for e, m in enumerate(modules)]), step, rtol=0, atol=0)
+        torch.testing.assert_close(
+            bm.vector_field(x), torch.stack([m.field(x[e]) for e, m in enumerate(modules)]), **TOL
+        )
         # one input shared by every expert
-        torch.testing.assert_close(bm(x[0]), torch.stack([rk4_step(m, x[0], 0.1) for m in modules]), **TOL)
+        torch.testing.assert_close(bm(x[0]), torch.stack([rk4_step(m.field, x[0], cfg.dt) for m in modules]), **TOL)
 
 
 @pytest.mark.parametrize("cfg,E,B", CASES[:3])
 def test_rollout_matches_module_loop(cfg, E, B, rng):
-    modules = _experts(cfg, E)
-    bm = BatchedMLP.from_modules(modules, dt=0.05)
+    modules = _experts(dataclasses.replace(cfg, dt=0.05), E)
+    bm = BatchedMLP.from_modules(modules)
+    assert bm.dt == 0.05
     x0 = torch.randn(E, B, cfg.state_dim, generator=rng)
     with torch.no_grad():
         traj = bm.rollout(x0, steps=4)
@@ -60,8 +67,8 @@ def test_rollout_matches_module_loop(cfg, E, B, rng):
         assert torch.equal(traj[:, :, 0], x0)
         shared = bm.rollout(x0[0], steps=4)
         for e, m in enumerate(modules):
-            torch.testing.assert_close(traj[e], _manual_rollout(m, x0[e], 4, 0.05), **TOL)
-            torch.testing.assert_close(shared[e], _manual_rollout(m, x0[0], 4, 0.05), **TOL)
+            torch.testing.assert_close(traj[e], _manual_rollout(m, x0[e], 4), **TOL)
+            torch.testing.assert_close(shared[e], _manual_rollout(m, x0[0], 4), **TOL)
         assert bm.rollout(x0[0], steps=0).shape == (E, B, 1, cfg.state_dim)
 
 
@@ -73,7 +80,7 @@ def test_gradients_match_per_module_autograd(cfg, E, B, rng):
     bm = BatchedMLP.from_modules(modules)
     (bm.rollout(x0, steps=3) - target).square().sum().backward()
     for e, m in enumerate(modules):
-        (_manual_rollout(m, x0[e], 3, bm.dt) - target[e]).square().sum().backward()
+        (_manual_rollout(m, x0[e], 3) - target[e]).square().sum().backward()
         grads = dict(m.named_parameters())
         for key, w in bm.stacked().items():
             assert w.grad is not None, key
@@ -111,8 +118,8 @@ def test_round_trips(tmp_path):
 
 
 def test_select_stacked_and_cat(rng):
-    cfg = CASES[0][0]
-    bm = BatchedMLP.from_modules(_experts(cfg, 4), dt=0.2)
+    cfg = dataclasses.replace(CASES[0][0], dt=0.2)
+    bm = BatchedMLP.from_modules(_experts(cfg, 4))
     x = torch.randn(3, cfg.state_dim, generator=rng)
     with torch.no_grad():
         full = bm.rollout(x, steps=2)
@@ -157,12 +164,17 @@ def test_bad_input_errors():
         bm(torch.randn(1, cfg.state_dim, dtype=torch.float64))
     with pytest.raises(ValueError, match="steps"):
         bm.rollout(torch.randn(1, cfg.state_dim), steps=-1)
-    with pytest.raises(ValueError, match="dt"):
-        BatchedMLP.from_modules(modules, dt=0.0)
+    for dt in (0.0, float("nan"), True):
+        with pytest.raises(ValueError, match="dt"):
+            MLPExpertConfig(dt=dt)
     with pytest.raises(ValueError, match="architecture"):
         BatchedMLP.from_modules([modules[0], MLPExpertConfig(hidden=8).build()])
     with pytest.raises(ValueError, match="structure"):  # ReLU in place of tanh: not an MLPExpertConfig net
-        BatchedMLP.from_modules([nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))])
+        BatchedMLP.from_modules([MLPExpert(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2), dt=0.1)])
+    with pytest.raises(TypeError, match="MLPExpert"):  # a bare vector field has no step
+        BatchedMLP.from_modules([nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))])
+    with pytest.raises(ValueError, match="architecture"):  # another step is another expert
+        BatchedMLP.from_modules([modules[0], dataclasses.replace(cfg, dt=0.2).build()])
     with pytest.raises(ValueError, match="shape"):
         BatchedMLP.from_state_dicts(cfg, [MLPExpertConfig(hidden=8).build().state_dict()])
     bad = dict(bm.stacked())
@@ -183,6 +195,12 @@ def test_weightspace_exports_it():
     import dynadiff_fast.weightspace as ws
 
     assert ws.BatchedMLP is BatchedMLP
+    assert (
+        ws.experts_type(CASES[0][0]) is BatchedMLP
+        and ws.experts_type(expert_config("kolmogorov", "tiny")) is ws.BatchedFNO
+    )
+    with pytest.raises(TypeError, match="ExpertConfig"):
+        ws.experts_type({"hidden": 8})
 
 
 # -- weight graph ----------------------------------------------------------------------------------
@@ -244,7 +262,7 @@ def test_hidden_permutation_preserves_function_and_permutes_graph(cfg, space, rn
 # -- evaluate_experts / prefix errors --------------------------------------------------------------
 
 
-def _manual_rmse(modules, data, steps, dt):
+def _manual_rmse(modules, data, steps):
     """rmse[e, b, t-1] by stepping every module with rk4_step on its own."""
     out = torch.zeros(len(modules), data.shape[1], steps)
     with torch.no_grad():
@@ -252,7 +270,7 @@ def _manual_rmse(modules, data, steps, dt):
             traj = data[e if data.shape[0] > 1 else 0]
             x = traj[:, 0]
             for t in range(1, steps + 1):
-                x = rk4_step(m, x, dt)
+                x = rk4_step(m.field, x, m.dt)
                 out[e, :, t - 1] = ((x - traj[:, t]) ** 2).mean(dim=1).sqrt()
     return out
 
@@ -261,14 +279,14 @@ def _manual_rmse(modules, data, steps, dt):
 def lv_experts():
     cfg = MLPExpertConfig(state_dim=2, hidden=9, n_layers=2)
     modules = _experts(cfg, 3)
-    return modules, BatchedMLP.from_modules(modules, dt=0.1)
+    return modules, BatchedMLP.from_modules(modules)
 
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_evaluate_experts_matches_manual_loop(lv_experts, shared, rng):
     modules, bm = lv_experts
     data = torch.randn(1 if shared else 3, 4, 6, 2, generator=rng)  # [E or 1, B, T+1, C]
-    ref = _manual_rmse(modules, data, 5, 0.1)
+    ref = _manual_rmse(modules, data, 5)
     for chunk in (None, 1, 2):
         got = evaluate_experts(bm, data, rollout_steps=5, chunk_size=chunk, reduce="none", progress=False)
         assert got.shape == (3, 4, 5)
@@ -289,7 +307,7 @@ def test_evaluate_experts_dataset_source(lv_experts, rng):
 
     for envs in ([3, 0, 2], [1]):
         got = evaluate_experts(bm, (FakeDataset(), envs), 3, chunk_size=2, reduce="none", progress=False)
-        torch.testing.assert_close(got, _manual_rmse(modules, frames[envs], 3, 0.1), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(got, _manual_rmse(modules, frames[envs], 3), rtol=1e-4, atol=1e-6)
 
 
 def test_prefix_errors_match_manual(lv_experts, rng):
@@ -297,10 +315,7 @@ def test_prefix_errors_match_manual(lv_experts, rng):
     obs = torch.randn(3, 5, 2, generator=rng)  # [E, L, C]: expert e's own observation sequence
     with torch.no_grad():
         manual = torch.stack(
-            [
-                (_manual_rollout(m, obs[e, :1], 4, 0.1)[0, 1:] - obs[e, 1:]).square().mean()
-                for e, m in enumerate(modules)
-            ]
+            [(_manual_rollout(m, obs[e, :1], 4)[0, 1:] - obs[e, 1:]).square().mean() for e, m in enumerate(modules)]
         )
         for chunk in (256, 2):
             torch.testing.assert_close(paired_prefix_errors(bm, obs, chunk=chunk), manual, rtol=1e-5, atol=1e-7)
