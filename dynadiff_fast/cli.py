@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import linecache
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ class Command:
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("info",): ("dynadiff_fast._info", "print build, device and backend facts"),
     ("simulate",): ("dynadiff_fast.data.simulate", "simulate a system's environments into an HDF5 dataset"),
-    ("zoo", "build"): ("dynadiff_fast.experts.zoo_build", "pretrain the base FNO and fine-tune the expert zoo"),
+    ("import",): ("dynadiff_fast.data.gridded", "import gridded NetCDF/Zarr data (ERA5) as region environments"),
+    ("zoo", "build"): ("dynadiff_fast.experts.zoo_build", "pretrain the base expert and fine-tune the expert zoo"),
     ("train", "vae"): ("dynadiff_fast.generative.train_vae", "train the weight VAE on a zoo"),
     ("train", "dit"): ("dynadiff_fast.generative.train_dit", "train the latent DiT + prompter"),
     ("train", "all"): ("dynadiff_fast.generative.train_all", "train the VAE, then the DiT"),
@@ -109,7 +111,8 @@ def build_parser(words: Sequence[str], cmd: Command) -> argparse.ArgumentParser:
             dest=f.name,
             default=None,
             help=f"{help_text} (default: {default!r})",
-            **_flag_type(tp, default),
+            # metadata nargs="+": a list option taking space-separated values (--files a.nc b.nc)
+            **({"nargs": "+", "type": str} if f.metadata.get("nargs") == "+" else _flag_type(tp, default)),
         )
     return p
 
@@ -147,7 +150,22 @@ def is_user_error(err: BaseException) -> bool:
     return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise ")
 
 
+def openmp_defaults() -> None:
+    """Passive OpenMP waiting when the machine is already busy, unless the user chose a policy.
+
+    libgomp's default spins at every barrier before it sleeps; beside another CPU-bound process each spinning
+    thread holds a core the other process needs. ``bench/bench_busy.py`` (2 cores, one busy loop beside,
+    2026-12-02): the default policy slows a BatchedFNO forward 1.8-5.3x, a fine-tuning step 2.6-3.0x and a
+    Kolmogorov step 2.1-2.3x; ``OMP_WAIT_POLICY=PASSIVE`` 1.1-1.2x. On a quiet machine passive waiting costs
+    1.5-1.8x on those ops (waking sleeping threads at every small parallel region), so it is chosen only when the
+    1-minute load average at start says another process is running. Read when the OpenMP runtime loads: this
+    runs before torch is imported. Set ``OMP_WAIT_POLICY`` yourself (ACTIVE or PASSIVE) to decide."""
+    if "OMP_WAIT_POLICY" not in os.environ and os.getloadavg()[0] >= 1.0:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    openmp_defaults()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = bool(argv) and argv[0] == "--debug"
     if debug:

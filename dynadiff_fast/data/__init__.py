@@ -1,4 +1,5 @@
-"""HDF5 environment datasets: presets, the seen/unseen split, the resumable writer and the lazy reader."""
+"""HDF5 environment datasets: presets, the seen/unseen split, the resumable writer and the lazy reader, and the
+import of gridded NetCDF/Zarr data (``gridded``)."""
 
 from dynadiff_fast._lazy import lazy_exports
 
@@ -9,6 +10,9 @@ __getattr__ = lazy_exports(
         "SimulateConfig": "simulate",
         "make_dataset": "simulate",
         "simulate_dataset": "simulate",
+        "ImportConfig": "gridded",
+        "import_dataset": "gridded",
+        "import_gridded": "gridded",
         "get_preset": "presets",
         "environment_grid": "environments",
         "split_environments": "environments",

@@ -175,7 +175,7 @@ class EnvDataset:
         if not self.path.exists():
             partial = self.path.with_name(self.path.name + ".partial")
             hint = (
-                f" (an unfinished {partial.name} exists: re-run `dynadiff simulate` to resume)"
+                f" (an unfinished {partial.name} exists: re-run `dynadiff simulate` or `dynadiff import` to resume)"
                 if partial.exists()
                 else ""
             )
@@ -188,7 +188,9 @@ class EnvDataset:
         if a.get("format") != FORMAT:
             raise ValueError(f"dataset: {self.path} has format {a.get('format')!r}, expected {FORMAT!r}")
         if not bool(a.get("complete", False)):
-            raise ValueError(f"dataset: {self.path} is incomplete; re-run `dynadiff simulate` to finish it")
+            raise ValueError(
+                f"dataset: {self.path} is incomplete; re-run `dynadiff simulate` or `dynadiff import` to finish it"
+            )
         self.system_name: str = str(a["system"])
         self.param_names: tuple[str, ...] = tuple(json.loads(a["param_names"]))
         self.channel_names: tuple[str, ...] = tuple(json.loads(a["channel_names"]))
