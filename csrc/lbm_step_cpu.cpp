@@ -7,6 +7,7 @@
 
 #include "common/d2q9.h"
 #include "nvtx.h"
+#include "parallel.h"
 #include "registry.h"
 #include "tensor_arg.h"
 
@@ -102,7 +103,7 @@ void step(const float* fin, float* fout, const uint8_t* solid, const float* omeg
           const lbm::StepArgs& a) {
   const int64_t plane = static_cast<int64_t>(a.H) * a.W;
   const bool wrap_y = a.y_boundary == lbm::Y_PERIODIC;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (n * plane >= dynadiff::kMinParallelWork)
   for (int64_t e = 0; e < n; ++e) {
     for (int y = 0; y < a.H; ++y) {
       const float w = omega[e];

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "nvtx.h"
+#include "parallel.h"
 #include "registry.h"
 #include "tensor_arg.h"
 
@@ -53,7 +54,7 @@ void ns_stage_impl(const StageArgs<T>& args) {
   const int64_t C = VELOCITY ? 4 : F;
   const int64_t out_plane = PACKED ? H * W : plane;
   const T c2 = dt / 2, c3 = dt / 3, c6 = dt / 6, scale = T(1) / T(H * W);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (n * plane >= dynadiff::kMinParallelWork)
   for (int64_t row = 0; row < n; ++row) {
     for (int64_t h = 0; h < H; ++h) {
       const T* E_row = decay + row * decay_bstride + h * Wr;
@@ -152,7 +153,7 @@ void ns_stage_dispatch(int stage, bool velocity, bool packed, const StageArgs<T>
 // q = -(u w_x + v w_y) from fields [n, 4, P] (P = H * W grid points).
 template <typename T>
 void ns_advection_impl(const T* fields, T* q, int64_t n, int64_t P) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * P >= dynadiff::kMinParallelWork)
   for (int64_t r = 0; r < n; ++r) {
     const T* u = fields + r * 4 * P;
     const T* v = u + P;
@@ -167,7 +168,7 @@ void ns_advection_impl(const T* fields, T* q, int64_t n, int64_t P) {
 // Packed input: fields [n, 2, P] complex = (u - i v, w_x - i w_y); q = -(Re a Re b + Im a Im b).
 template <typename T>
 void ns_advection_packed_impl(const T* fields, T* q, int64_t n, int64_t P) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * P >= dynadiff::kMinParallelWork)
   for (int64_t r = 0; r < n; ++r) {
     const T* a = fields + r * 4 * P;
     const T* b = a + 2 * P;

@@ -14,6 +14,7 @@
 
 #include "common/spectral_mix.h"
 #include "nvtx.h"
+#include "parallel.h"
 #include "registry.h"
 #include "tensor_arg.h"
 
@@ -120,7 +121,7 @@ void spectral_mix(const T* x, const T* w, T* y, const Dims& d) {
   const int64_t n_blocks = (d.O + kOT - 1) / kOT;
   const int64_t tasks = d.E * n_blocks;
   const int64_t row = 2 * d.Mp;
-#pragma omp parallel
+#pragma omp parallel if (d.E * d.B * d.I * d.O * d.M >= dynadiff::kMinParallelWork)
   {
     std::vector<T> xp(d.B * d.I * row, T(0)), wp(d.I * kOT * row, T(0));
     int64_t planar_e = -1;

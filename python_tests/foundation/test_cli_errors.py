@@ -106,3 +106,16 @@ def test_real_command_exit_code_and_single_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == "dynadiff simulate: error: n_train_traj: expected an integer >= 1, got 0\n"
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "load,preset,expected",
+    [(1.5, None, "PASSIVE"), (0.2, None, None), (1.5, "ACTIVE", "ACTIVE"), (0.2, "PASSIVE", "PASSIVE")],
+)
+def test_openmp_wait_policy_is_passive_only_on_a_busy_machine(monkeypatch, load, preset, expected):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    if preset is not None:
+        monkeypatch.setenv("OMP_WAIT_POLICY", preset)
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, load, load))
+    cli.openmp_defaults()
+    assert cli.os.environ.get("OMP_WAIT_POLICY") == expected
