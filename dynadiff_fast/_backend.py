@@ -69,6 +69,25 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def resolve_device(name: str | None):
+    """A stage's ``--device`` -> ``torch.device``: None or "auto" is CUDA when usable, else the CPU; "cpu";
+    "cuda" / "cuda:i" only when that device exists here. Anything else is a one-line ``ValueError``."""
+    import torch
+
+    if name is None or name == "auto":
+        return torch.device("cuda" if cuda_device_count() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        index = int(name[5:]) if ":" in name else 0
+        if index >= cuda_device_count():
+            why = f"torch {torch.__version__} is built without CUDA" if torch.version.cuda is None else (
+                f"{cuda_device_count()} CUDA device(s) usable here")  # fmt: skip
+            raise ValueError(f"device: {name!r} is not available ({why}); pass --device cpu")
+        return torch.device(name)
+    raise ValueError(f"device: expected cpu, cuda, cuda:i or auto, got {name!r}")
+
+
 @dataclass
 class HotOp:
     """A hot op with several implementations of the same math.

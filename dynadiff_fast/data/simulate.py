@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dynadiff_fast import config as config_mod
+from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
 from dynadiff_fast.data import dataset as ds_mod
 from dynadiff_fast.data.environments import environment_grid, split_environments
@@ -125,7 +125,7 @@ def simulate_dataset(cfg: SimulateConfig, progress: bool = True) -> Path:
             versions=config_mod.versions(),
         )
         done = np.zeros(params.shape[0], dtype=bool)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg.device).type
     batches = [
         list(range(i, min(i + cfg.envs_per_call, params.shape[0])))
         for i in range(0, params.shape[0], cfg.envs_per_call)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from dynadiff_fast import config as config_mod
+from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
 from dynadiff_fast.eval.protocol import DOMAINS, ProtocolConfig, cat_scores, env_chunks, make_task, score, summarize
 from dynadiff_fast.profiling import nvtx_range
@@ -49,14 +50,6 @@ class EvaluateConfig:
     figure_envs: int = field(default=3, metadata={"help": "environments shown in the rollout figures"})
     strict: bool = field(default=False, metadata={"help": "raise on a failing method (else record it)"})
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"device: expected cpu, cuda[:i] or auto, got {name!r}")
-    return torch.device(name)
 
 
 def find_zoo(run: str | None, zoo: str | None) -> Path:
@@ -188,7 +181,12 @@ def run_evaluation(cfg: EvaluateConfig) -> dict:
 
     if not cfg.data or not cfg.out:
         raise ValueError("data / out: required (pass --data FILE.h5 and --out DIR)")
-    resolve_methods(cfg.methods)  # an unknown method name fails now, before the data and the zoo are loaded
+    modules, _ = resolve_methods(cfg.methods)  # an unknown method name fails now, before the data and zoo load
+    if "dynadiff" in modules and cfg.run is None:
+        raise ValueError(
+            "run: the DynaDiff methods need the run `dynadiff train all` wrote (--run RUN), or leave them out "
+            '(--methods "[base, ccm, ...]")'
+        )
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     zoo_dir = find_zoo(cfg.run, cfg.zoo)

@@ -146,7 +146,7 @@ def _per_env(doc: dict, key: str, metric: str = "rmse") -> tuple[list, list, lis
     return params, err, split
 
 
-def env_errors(path: Path, doc: dict) -> Path:
+def env_errors(path: Path, doc: dict) -> Path | None:
     plt = _plt()
     names = doc["param_names"]
     if len(names) == 1:
@@ -170,6 +170,8 @@ def env_errors(path: Path, doc: dict) -> Path:
         return _save(fig, path)
     # 2-D parameter grids: the paper's Figure 4 (SSIM of DynaDiff, of One-per-Env, and their difference)
     keys = [k for k in ("dynadiff_prefix", "one_per_env") if _per_env(doc, k)[0]]
+    if not keys:  # neither has results (failed or not run): no map to draw
+        return None
     metric = "ssim" if all(_per_env(doc, k, "ssim")[0] for k in keys) else "rmse"
     fig, axes = plt.subplots(1, len(keys) + (len(keys) == 2), figsize=(5 * (len(keys) + 1), 4), squeeze=False)
     maps = {k: _per_env(doc, k, metric) for k in keys}
@@ -219,8 +221,8 @@ def write_all(out: str | Path, doc: dict, kept: dict, channel_names) -> list[Pat
         elif method is not None and k["truth"].dim() == 3:  # ODE states [n, T+1, C]
             preds = {m: k[m] for m in ("dynadiff_prefix", "one_per_env", "base") if k.get(m) is not None}
             paths.append(ode_rollouts(out / f"rollout_{d}.png", k["truth"], preds, channel_names, k.get("labels")))
-    if len(doc["param_names"]) in (1, 2):
-        paths.append(env_errors(out / "env_errors.png", doc))
+    if len(doc["param_names"]) in (1, 2) and (path := env_errors(out / "env_errors.png", doc)) is not None:
+        paths.append(path)
     from dynadiff_fast.eval import calibration  # spread vs error, ensemble bands (methods with K >= 2)
 
     return paths + calibration.write_figures(out, doc, kept)

@@ -51,6 +51,7 @@ import torch
 
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import dist, io
+from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
 from dynadiff_fast.experts import train as tr
 from dynadiff_fast.experts import zoo as zoo_mod
@@ -526,7 +527,7 @@ def build_zoo(cfg: ZooBuildConfig) -> Path:
     if not cfg.out:
         raise ValueError("out: pass the zoo folder (--out DIR)")
     t0 = time.perf_counter()
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(cfg.device)
     info = dist.init(device.type)
     if device.type == "cuda" and info.distributed:
         device = torch.device("cuda", info.local_rank)

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from dynadiff_fast import io
+from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
 
 log = logging.getLogger("dynadiff.generate")
@@ -120,7 +121,7 @@ def generate_expert(cfg: GenerateConfig) -> Path:
     for name in ("run", "obs", "out"):
         if not getattr(cfg, name):
             raise ValueError(f"{name}: required (pass --{name})")
-    dd = DynaDiff.load(cfg.run, device=cfg.device)
+    dd = DynaDiff.load(cfg.run, device=resolve_device(cfg.device))
     obs = read_observations(dd, cfg.obs, cfg.frames, cfg.traj, cfg.start)
     t0 = time.perf_counter()
     experts, scores = dd.generate(obs, n_samples=cfg.n_samples, select=cfg.select, steps=cfg.steps,

@@ -37,6 +37,7 @@ import torch
 
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import dist, io
+from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
 from dynadiff_fast.generative import vicinal as vicinal_mod
 from dynadiff_fast.generative.dit import DIT_PRESETS
@@ -279,7 +280,7 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
     from dynadiff_fast.weightspace.graph import NodeTokens
 
     cfg = resolve(cfg)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(cfg.device)
     info = dist.init(device.type)
     if device.type == "cuda" and info.distributed:
         device = torch.device("cuda", info.local_rank)

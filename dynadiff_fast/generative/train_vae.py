@@ -36,6 +36,7 @@ import torch
 
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import dist, io
+from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
 from dynadiff_fast.generative import vicinal
 from dynadiff_fast.generative.vae import (
@@ -380,7 +381,7 @@ def train_vae(cfg: TrainVAEConfig) -> Path:
     from dynadiff_fast.weightspace.graph import WeightGraph
 
     cfg = resolve(cfg)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(cfg.device)
     info = dist.init(device.type)
     if device.type == "cuda" and info.distributed:
         device = torch.device("cuda", info.local_rank)

@@ -130,6 +130,30 @@ def test_two_parameter_environment_map(tmp_path, evaluated):
     assert matplotlib.image.imread(path).ndim == 3
 
 
+def test_figures_when_every_method_failed(tmp_path, evaluated):
+    """A results document whose methods all failed still gets its figures written (no map to draw), not a
+    matplotlib error after the results were computed."""
+    _, doc, _, _ = evaluated
+    failed = json.loads(json.dumps(doc))
+    failed["methods"] = {k: {d: {"error": "ValueError: boom"} for d in per} for k, per in doc["methods"].items()}
+    for names in (["beta"], ["A", "s"]):
+        failed["param_names"] = names
+        figures.write_all(tmp_path / "figures", failed, {}, ["u"])
+    assert figures.env_errors(tmp_path / "map.png", failed) is None
+
+
+def test_cli_needs_a_run_for_the_dynadiff_methods(tmp_path, capsys):
+    from dynadiff_fast.cli import main
+
+    out = tmp_path / "e"
+    assert (
+        main(["evaluate", "-q", "--data", str(tmp_path / "x.h5"), "--out", str(out), "--methods", "dynadiff_prefix"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("dynadiff evaluate: error: run: the DynaDiff methods need") and not out.exists()
+
+
 def test_cli_checks_the_method_names_before_loading_anything(tmp_path, capsys):
     """An unknown method is one line naming the valid ones, before the (here missing) dataset is opened; a
     comma-separated list is split, not read character by character."""

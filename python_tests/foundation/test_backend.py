@@ -71,3 +71,19 @@ def test_unknown_backend_name_lists_valid_ones():
 def test_registered_ops_have_usable_torch_backend():
     for name, backends in _backend.usable_backends().items():
         assert backends[0] == "torch", name
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_resolve_device(monkeypatch, count):
+    monkeypatch.setattr(_backend, "cuda_device_count", lambda: count)
+    auto = "cuda" if count else "cpu"
+    assert _backend.resolve_device(None).type == auto and _backend.resolve_device("auto").type == auto
+    assert _backend.resolve_device("cpu").type == "cpu"
+    if count:
+        assert str(_backend.resolve_device("cuda:1")) == "cuda:1"
+    for name in ("cuda", "cuda:0") if count == 0 else (f"cuda:{count}",):  # no device, or an index past the last
+        with pytest.raises(ValueError, match=rf"device: '{name}' is not available .*pass --device cpu"):
+            _backend.resolve_device(name)
+    for name in ("tpu", "cuda:x", "CPU"):
+        with pytest.raises(ValueError, match="expected cpu, cuda, cuda:i or auto"):
+            _backend.resolve_device(name)
