@@ -62,7 +62,6 @@ import json
 import logging
 import math
 import re
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,6 +72,7 @@ import numpy as np
 import torch
 
 from dynadiff_fast import config as config_mod
+from dynadiff_fast import progress
 from dynadiff_fast.cli import Command
 from dynadiff_fast.data import dataset as ds_mod
 from dynadiff_fast.data.environments import split_environments
@@ -124,7 +124,9 @@ class ImportConfig:
     )
     seed: int = field(default=0, metadata={"help": "seed of the seen/unseen split"})
     out: str = field(default="", metadata={"help": "output dataset .h5"})
-    progress: bool = field(default=True, metadata={"help": "tqdm bar (only on a terminal)"})
+    progress: bool = field(
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -762,7 +764,6 @@ def plan_import(cfg: ImportConfig) -> ImportPlan:
 def import_gridded(cfg: ImportConfig) -> Path:
     """Build (or resume, or reuse) the dataset ``cfg`` describes; returns the final file path."""
     import h5py
-    from tqdm.auto import tqdm
 
     _require(cfg)
     out = Path(cfg.out)
@@ -801,8 +802,7 @@ def import_gridded(cfg: ImportConfig) -> Path:
             f.create_dataset(_DONE, data=np.zeros(n_traj, dtype=bool))
         done = np.zeros(n_traj, dtype=bool)
     times = plan.src.data["time"].values
-    bar = tqdm(total=n_traj, initial=int(done.sum()), desc="import", unit="traj",
-               disable=not (cfg.progress and sys.stderr.isatty()))  # fmt: skip
+    bar = progress.bar(n_traj, int(done.sum()), "import", "traj", enabled=cfg.progress)
     for j, frames in enumerate(plan.windows):
         if done[j]:
             continue

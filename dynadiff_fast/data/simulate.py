@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from dynadiff_fast import config as config_mod
+from dynadiff_fast import progress as progress_mod
 from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
 from dynadiff_fast.data import dataset as ds_mod
@@ -83,8 +84,6 @@ def make_dataset(
 
 def simulate_dataset(cfg: SimulateConfig, progress: bool = True) -> Path:
     """Simulate (or resume, or reuse) the dataset described by ``cfg``; returns the final file path."""
-    from tqdm.auto import tqdm
-
     from dynadiff_fast.systems import get_system
 
     preset = get_preset(cfg.system, cfg.preset, **_preset_overrides(cfg))
@@ -130,9 +129,7 @@ def simulate_dataset(cfg: SimulateConfig, progress: bool = True) -> Path:
         list(range(i, min(i + cfg.envs_per_call, params.shape[0])))
         for i in range(0, params.shape[0], cfg.envs_per_call)
     ]
-    bar = tqdm(
-        total=params.shape[0], initial=int(done.sum()), desc=f"simulate {cfg.system}", unit="env", disable=not progress
-    )
+    bar = progress_mod.bar(params.shape[0], int(done.sum()), f"simulate {cfg.system}", "env", enabled=progress)
     t0 = time.perf_counter()
     for b, envs in enumerate(batches):
         if done[envs].all():

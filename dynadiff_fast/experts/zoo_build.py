@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from typing import Any
 import torch
 
 from dynadiff_fast import config as config_mod
-from dynadiff_fast import dist, io
+from dynadiff_fast import dist, io, progress
 from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
 from dynadiff_fast.experts import train as tr
@@ -140,7 +139,9 @@ class ZooBuildConfig:
     envs_per_step: int | None = field(default=None, metadata={"help": "environments fine-tuned together"})
     expert: dict[str, Any] = field(default_factory=dict, metadata={"help": "ExpertConfig field overrides"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
-    progress: bool = field(default=True, metadata={"help": "tqdm bars (only on a terminal, rank 0)"})
+    progress: bool = field(
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+    )
 
 
 # Settings that change what the zoo holds; a resumed build must match them (data path, out, device,
@@ -490,9 +491,7 @@ def write_manifest(out: Path, ds, cfg: ZooBuildConfig, expert_cfg, seen: Sequenc
 # the command
 # ------------------------------------------------------------------------------------------------
 def _bar(cfg: ZooBuildConfig, info: dist.DistInfo, **kwargs):
-    from tqdm.auto import tqdm
-
-    return tqdm(unit="step", disable=not (cfg.progress and info.is_main and sys.stderr.isatty()), **kwargs)
+    return progress.bar(unit="step", enabled=cfg.progress and info.is_main, **kwargs)
 
 
 def _expert_config(ds, cfg: ZooBuildConfig):

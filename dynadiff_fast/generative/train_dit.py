@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from dynadiff_fast import config as config_mod
-from dynadiff_fast import dist, io
+from dynadiff_fast import dist, io, progress
 from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
 from dynadiff_fast.generative import vicinal as vicinal_mod
@@ -106,7 +106,9 @@ class TrainDiTConfig:
     dit: dict[str, Any] = field(default_factory=dict, metadata={"help": "DiTConfig overrides (on the preset)"})
     prompter: dict[str, Any] = field(default_factory=dict, metadata={"help": "PrompterConfig overrides"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
-    progress: bool = field(default=True, metadata={"help": "tqdm bar (only on a terminal, rank 0)"})
+    progress: bool = field(
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+    )
 
 
 def resolve(cfg: TrainDiTConfig) -> TrainDiTConfig:
@@ -453,12 +455,7 @@ def _append_log(out: Path, record: dict[str, Any]) -> None:
 
 
 def _bar(cfg: TrainDiTConfig, info: dist.DistInfo, initial: int = 0):
-    import sys
-
-    from tqdm.auto import tqdm
-
-    disable = not (cfg.progress and info.is_main and sys.stderr.isatty())
-    return tqdm(total=cfg.steps, initial=initial, desc="train dit", disable=disable, dynamic_ncols=True)
+    return progress.bar(cfg.steps, initial, "train dit", "step", enabled=cfg.progress and info.is_main)
 
 
 def _run(cfg: TrainDiTConfig) -> int:

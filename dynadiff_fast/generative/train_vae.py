@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from dynadiff_fast import config as config_mod
-from dynadiff_fast import dist, io
+from dynadiff_fast import dist, io, progress
 from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
 from dynadiff_fast.generative import vicinal
@@ -66,7 +66,9 @@ class TrainVAEConfig:
     preset: str = field(default="tiny", metadata={"help": "tiny | small | paper (model size and schedule)"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation, batches, frames and latent noise"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
-    progress: bool = field(default=True, metadata={"help": "tqdm bar (only on a terminal, rank 0)"})
+    progress: bool = field(
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+    )
     model: dict[str, Any] = field(default_factory=dict, metadata={"help": "VAEConfig field overrides"})
     steps: int | None = field(default=None, metadata={"help": "optimizer steps (default: preset)"})
     batch_size: int | None = field(default=None, metadata={"help": "experts per step, all ranks (default: preset)"})
@@ -420,8 +422,6 @@ def train_vae(cfg: TrainVAEConfig) -> Path:
 
 def _train(cfg, zoo, graph, tokens, normalizer, norm_sha: str, ds, device, info) -> WeightVAE:
     """The optimisation loop (resuming from the run's last checkpoint); returns the EMA model."""
-    from tqdm.auto import tqdm
-
     from dynadiff_fast.generative.checkpoint import load_checkpoint, save_checkpoint, update_ema
     from dynadiff_fast.weightspace.graph import NodeTokens
 
@@ -466,8 +466,7 @@ def _train(cfg, zoo, graph, tokens, normalizer, norm_sha: str, ds, device, info)
             save_checkpoint(out, model, step=step, ema=ema, optimizer=opt, meta=meta, state=state)
         dist.barrier(info)
 
-    bar = tqdm(total=cfg.steps, initial=step, desc="train vae", unit="step",
-               disable=None if (cfg.progress and info.is_main) else True)  # fmt: skip
+    bar = progress.bar(cfg.steps, step, "train vae", "step", enabled=cfg.progress and info.is_main)
     meter, t0, local = _Meter(), time.time(), cfg.batch_size // info.world_size
     while step < cfg.steps:
         idx = torch.randperm(len(zoo), generator=g_batch)[: cfg.batch_size]

@@ -57,7 +57,9 @@ class BenchmarkConfig:
     )
     diagnostics: bool = field(default=True, metadata={"help": "stage diagnostics and memorisation audit"})
     force: tuple[str, ...] = field(default=(), metadata={"help": "stages to redo in every seed (see demo), all"})
-    progress: bool = field(default=True, metadata={"help": "tqdm bars (only on a terminal)"})
+    progress: bool = field(
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+    )
 
     def __post_init__(self) -> None:
         check(self)

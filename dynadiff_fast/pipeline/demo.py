@@ -57,7 +57,9 @@ class DemoConfig:
         default=DEFAULT_METHODS, metadata={"help": "evaluated methods (None: all, prefix fine-tuning too)"}
     )
     force: tuple[str, ...] = field(default=(), metadata={"help": f"stages to redo ({', '.join(STAGES)}, all)"})
-    progress: bool = field(default=True, metadata={"help": "tqdm bars (only on a terminal)"})
+    progress: bool = field(
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+    )
 
 
 PRESETS = ("tiny", "bench", "small", "paper")
