@@ -151,3 +151,72 @@ def load_safetensors(path: str | os.PathLike, expected_sha256: str | None = None
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{what}: {path} is not a readable safetensors file ({err})") from err
+
+
+# ---- one writer per output -----------------------------------------------------------------------------------
+LOCK_SUFFIX = ".dynadiff-lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike, what: str, enabled: bool = True) -> Iterator[Path | None]:
+    """Hold the advisory lock of output ``out`` (a folder, or a file) while writing it (``enabled``: False on the
+    ranks other than 0 of a torchrun job, which write under rank 0's lock).
+
+    The lock is ``<out>.dynadiff-lock`` beside it, created exclusively and holding the writer's pid, host and
+    ``what`` (the command). A second writer of the same output gets a one-line ``ValueError`` naming the holder;
+    a lock left by a dead process on this host (kill -9, power loss) is taken over. Taking the lock also removes
+    the orphan temporaries (``.<name>.*.tmp``, from ``atomic_path`` and checkpoint folders) that an interrupted
+    writer of this output left inside it or beside it: while the lock is held nobody else writes them."""
+    import shutil
+    import socket
+    import time
+
+    if not enabled:
+        yield None
+        return
+    out = Path(out)
+    lock = out.with_name(out.name + LOCK_SUFFIX)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                holder = {}  # torn by a crash while it was written: as stale as a dead pid
+            if holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+                raise ValueError(
+                    f"out: {out} is already being written by this process ({holder.get('what')})"
+                ) from None
+            if holder and (holder.get("host") != me["host"] or _pid_alive(int(holder["pid"]))):
+                raise ValueError(
+                    f"out: {out} is being written by {holder.get('what')} (pid {holder.get('pid')} on "
+                    f"{holder.get('host')}, since {holder.get('since')}); wait for it to finish or choose another "
+                    f"--out (a lock left by a crash on another host: delete {lock})"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its writer is dead
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise ValueError(f"out: could not take the lock {lock}")
+    try:
+        orphans = [*out.parent.glob(f".{out.name}.*.tmp"), *(out.rglob(".*.tmp") if out.is_dir() else ())]
+        for tmp in orphans:
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)

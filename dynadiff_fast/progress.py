@@ -17,7 +17,7 @@ from typing import Any
 
 log = logging.getLogger("dynadiff.progress")
 
-LOG_EVERY_S = 60.0
+LOG_EVERY_S = 30.0
 
 
 class LogProgress:

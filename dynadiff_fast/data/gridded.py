@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from dynadiff_fast import config as config_mod
-from dynadiff_fast import progress
+from dynadiff_fast import io, progress
 from dynadiff_fast.cli import Command
 from dynadiff_fast.data import dataset as ds_mod
 from dynadiff_fast.data.environments import split_environments
@@ -125,7 +125,7 @@ class ImportConfig:
     seed: int = field(default=0, metadata={"help": "seed of the seen/unseen split"})
     out: str = field(default="", metadata={"help": "output dataset .h5"})
     progress: bool = field(
-        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line every 30 s (rank 0)"}
     )
 
     def __post_init__(self) -> None:
@@ -776,52 +776,53 @@ def import_gridded(cfg: ImportConfig) -> Path:
                 )
         log.info("%s is complete; nothing to do", out)
         return out
-    t0 = time.perf_counter()
-    plan = plan_import(cfg)
-    n_traj = len(plan.windows)
-    centres = np.array([[(a + b) / 2, (c + d) / 2] for a, b, c, d in plan.boxes], dtype=np.float64)
-    partial = out.with_name(out.name + ".partial")
-    done = _resume_state(partial, resolved, n_traj)
-    if done is None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # params and split are placeholders of the right kind until the statistics are known (the end)
-        ds_mod.create_partial(
-            partial,
-            system=plan.source,
-            params=torch.zeros(len(plan.boxes), len(plan.source.param_names), dtype=torch.float64),
-            split=split_environments(torch.from_numpy(centres), cfg.n_seen, cfg.out_fraction, cfg.seed),
-            n_traj=n_traj,
-            n_train_traj=plan.n_train,
-            n_frames=cfg.n_frames,
-            frame_shape=(len(cfg.variables), *plan.source.grid),
-            seed=cfg.seed,
-            config=resolved,
-            versions=config_mod.versions(),
-        )
-        with h5py.File(partial, "r+") as f:
-            f.create_dataset(_DONE, data=np.zeros(n_traj, dtype=bool))
-        done = np.zeros(n_traj, dtype=bool)
-    times = plan.src.data["time"].values
-    bar = progress.bar(n_traj, int(done.sum()), "import", "traj", enabled=cfg.progress)
-    for j, frames in enumerate(plan.windows):
-        if done[j]:
-            continue
-        x = _cut(_read_window(plan.src, cfg.variables, frames, plan.rows), plan.index, cfg.coarsen)
-        _check_finite(x, cfg.variables, plan.boxes, [_when(t) for t in times[frames]])  # x: [n_env, T+1, C, H, W]
-        with h5py.File(partial, "r+") as f:
-            f["trajectories"][:, j] = x
-            f.flush()
-            f[_DONE][j] = True
-        bar.update(1)
-    bar.close()
-    params = _env_params(partial, centres, cfg.variables, cfg.param_stats, plan.n_train)
-    split = split_environments(torch.from_numpy(params), cfg.n_seen, cfg.out_fraction, cfg.seed)
-    _write_params_and_split(partial, params, split)
-    ds_mod.finalize(partial, out)
-    seconds = round(time.perf_counter() - t0, 2)
-    config_mod.save_resolved(cfg, out.with_suffix(".config.yaml"), seed=cfg.seed, seconds=seconds)
-    log.info("wrote %s in %.1f s", out, seconds)
-    return out
+    with io.output_lock(out, "dynadiff import"):
+        t0 = time.perf_counter()
+        plan = plan_import(cfg)
+        n_traj = len(plan.windows)
+        centres = np.array([[(a + b) / 2, (c + d) / 2] for a, b, c, d in plan.boxes], dtype=np.float64)
+        partial = out.with_name(out.name + ".partial")
+        done = _resume_state(partial, resolved, n_traj)
+        if done is None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # params and split are placeholders of the right kind until the statistics are known (the end)
+            ds_mod.create_partial(
+                partial,
+                system=plan.source,
+                params=torch.zeros(len(plan.boxes), len(plan.source.param_names), dtype=torch.float64),
+                split=split_environments(torch.from_numpy(centres), cfg.n_seen, cfg.out_fraction, cfg.seed),
+                n_traj=n_traj,
+                n_train_traj=plan.n_train,
+                n_frames=cfg.n_frames,
+                frame_shape=(len(cfg.variables), *plan.source.grid),
+                seed=cfg.seed,
+                config=resolved,
+                versions=config_mod.versions(),
+            )
+            with h5py.File(partial, "r+") as f:
+                f.create_dataset(_DONE, data=np.zeros(n_traj, dtype=bool))
+            done = np.zeros(n_traj, dtype=bool)
+        times = plan.src.data["time"].values
+        bar = progress.bar(n_traj, int(done.sum()), "import", "traj", enabled=cfg.progress)
+        for j, frames in enumerate(plan.windows):
+            if done[j]:
+                continue
+            x = _cut(_read_window(plan.src, cfg.variables, frames, plan.rows), plan.index, cfg.coarsen)
+            _check_finite(x, cfg.variables, plan.boxes, [_when(t) for t in times[frames]])  # x: [n_env, T+1, C, H, W]
+            with h5py.File(partial, "r+") as f:
+                f["trajectories"][:, j] = x
+                f.flush()
+                f[_DONE][j] = True
+            bar.update(1)
+        bar.close()
+        params = _env_params(partial, centres, cfg.variables, cfg.param_stats, plan.n_train)
+        split = split_environments(torch.from_numpy(params), cfg.n_seen, cfg.out_fraction, cfg.seed)
+        _write_params_and_split(partial, params, split)
+        ds_mod.finalize(partial, out)
+        seconds = round(time.perf_counter() - t0, 2)
+        config_mod.save_resolved(cfg, out.with_suffix(".config.yaml"), seed=cfg.seed, seconds=seconds)
+        log.info("wrote %s in %.1f s", out, seconds)
+        return out
 
 
 def _run(cfg: ImportConfig) -> int:

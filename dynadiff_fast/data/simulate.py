@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from dynadiff_fast import config as config_mod
+from dynadiff_fast import io
 from dynadiff_fast import progress as progress_mod
 from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
@@ -99,56 +100,57 @@ def simulate_dataset(cfg: SimulateConfig, progress: bool = True) -> Path:
         log.info("%s is complete; nothing to do", out)
         return out
 
-    params = environment_grid(preset.env_grid)
-    system.validate_params(params)  # fail before any work on unstable parameters
-    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
-    split = split_environments(params, preset.n_seen, preset.out_fraction, split_seed)
-    n_traj = preset.n_train_traj + preset.n_test_traj
-    partial = out.with_name(out.name + ".partial")
-    frame_shape = (len(system.channel_names), *system.grid) if system.grid else (len(system.channel_names),)
+    with io.output_lock(out, "dynadiff simulate"):
+        params = environment_grid(preset.env_grid)
+        system.validate_params(params)  # fail before any work on unstable parameters
+        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+        split = split_environments(params, preset.n_seen, preset.out_fraction, split_seed)
+        n_traj = preset.n_train_traj + preset.n_test_traj
+        partial = out.with_name(out.name + ".partial")
+        frame_shape = (len(system.channel_names), *system.grid) if system.grid else (len(system.channel_names),)
 
-    done = _resume_state(partial, resolved, params.shape[0])
-    if done is None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        ds_mod.create_partial(
-            partial,
-            system=system,
-            params=params,
-            split=split,
-            n_traj=n_traj,
-            n_train_traj=preset.n_train_traj,
-            n_frames=preset.n_frames,
-            frame_shape=frame_shape,
-            seed=cfg.seed,
-            config=resolved,
-            versions=config_mod.versions(),
-        )
-        done = np.zeros(params.shape[0], dtype=bool)
-    device = resolve_device(cfg.device).type
-    batches = [
-        list(range(i, min(i + cfg.envs_per_call, params.shape[0])))
-        for i in range(0, params.shape[0], cfg.envs_per_call)
-    ]
-    bar = progress_mod.bar(params.shape[0], int(done.sum()), f"simulate {cfg.system}", "env", enabled=progress)
-    t0 = time.perf_counter()
-    for b, envs in enumerate(batches):
-        if done[envs].all():
-            continue
-        rows = params[envs].repeat_interleave(n_traj, dim=0)
-        with nvtx_range("sim/dataset_batch"):
-            traj = system.simulate(
-                rows, n_frames=preset.n_frames, seed=_batch_seed(cfg.seed, b), backend=cfg.backend, device=device
+        done = _resume_state(partial, resolved, params.shape[0])
+        if done is None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            ds_mod.create_partial(
+                partial,
+                system=system,
+                params=params,
+                split=split,
+                n_traj=n_traj,
+                n_train_traj=preset.n_train_traj,
+                n_frames=preset.n_frames,
+                frame_shape=frame_shape,
+                seed=cfg.seed,
+                config=resolved,
+                versions=config_mod.versions(),
             )
-        traj = traj.reshape(len(envs), n_traj, *traj.shape[1:])
-        ds_mod.write_environments(partial, envs, traj)
-        bar.update(len(envs))
-    bar.close()
-    ds_mod.finalize(partial, out)
-    config_mod.save_resolved(
-        cfg, out.with_suffix(".config.yaml"), seed=cfg.seed, seconds=round(time.perf_counter() - t0, 2)
-    )
-    log.info("wrote %s in %.1f s", out, time.perf_counter() - t0)
-    return out
+            done = np.zeros(params.shape[0], dtype=bool)
+        device = resolve_device(cfg.device).type
+        batches = [
+            list(range(i, min(i + cfg.envs_per_call, params.shape[0])))
+            for i in range(0, params.shape[0], cfg.envs_per_call)
+        ]
+        bar = progress_mod.bar(params.shape[0], int(done.sum()), f"simulate {cfg.system}", "env", enabled=progress)
+        t0 = time.perf_counter()
+        for b, envs in enumerate(batches):
+            if done[envs].all():
+                continue
+            rows = params[envs].repeat_interleave(n_traj, dim=0)
+            with nvtx_range("sim/dataset_batch"):
+                traj = system.simulate(
+                    rows, n_frames=preset.n_frames, seed=_batch_seed(cfg.seed, b), backend=cfg.backend, device=device
+                )
+            traj = traj.reshape(len(envs), n_traj, *traj.shape[1:])
+            ds_mod.write_environments(partial, envs, traj)
+            bar.update(len(envs))
+        bar.close()
+        ds_mod.finalize(partial, out)
+        config_mod.save_resolved(
+            cfg, out.with_suffix(".config.yaml"), seed=cfg.seed, seconds=round(time.perf_counter() - t0, 2)
+        )
+        log.info("wrote %s in %.1f s", out, time.perf_counter() - t0)
+        return out
 
 
 def _resume_state(partial: Path, resolved: dict, n_env: int) -> np.ndarray | None:

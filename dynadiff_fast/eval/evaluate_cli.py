@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from dynadiff_fast import config as config_mod
+from dynadiff_fast import io
 from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.cli import Command
 from dynadiff_fast.eval.protocol import DOMAINS, ProtocolConfig, cat_scores, env_chunks, make_task, score, summarize
@@ -190,28 +191,29 @@ def run_evaluation(cfg: EvaluateConfig) -> dict:
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     zoo_dir = find_zoo(cfg.run, cfg.zoo)
-    config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
-    with EnvDataset.open(cfg.data) as ds:
-        zoo = Zoo.open(zoo_dir)
-        results, kept = evaluate(
-            ds,
-            zoo,
-            cfg.run,
-            cfg.methods,
-            cfg.protocol,
-            cfg.preset,
-            cfg.n_samples,
-            cfg.seed,
-            device,
-            cfg.env_chunk,
-            cfg.figure_envs,
-            cfg.strict,
-            cfg.budget,
-        )
-        doc = report.results_document(results, ds, cfg, zoo_dir)
-        report.write(out, doc)
-        figures.write_all(out / "figures", doc, kept, ds.channel_names)
-    return doc
+    with io.output_lock(out, "dynadiff evaluate"):
+        config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
+        with EnvDataset.open(cfg.data) as ds:
+            zoo = Zoo.open(zoo_dir)
+            results, kept = evaluate(
+                ds,
+                zoo,
+                cfg.run,
+                cfg.methods,
+                cfg.protocol,
+                cfg.preset,
+                cfg.n_samples,
+                cfg.seed,
+                device,
+                cfg.env_chunk,
+                cfg.figure_envs,
+                cfg.strict,
+                cfg.budget,
+            )
+            doc = report.results_document(results, ds, cfg, zoo_dir)
+            report.write(out, doc)
+            figures.write_all(out / "figures", doc, kept, ds.channel_names)
+        return doc
 
 
 def _run(cfg: EvaluateConfig) -> int:

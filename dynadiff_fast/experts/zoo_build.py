@@ -140,7 +140,7 @@ class ZooBuildConfig:
     expert: dict[str, Any] = field(default_factory=dict, metadata={"help": "ExpertConfig field overrides"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
     progress: bool = field(
-        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line every 30 s (rank 0)"}
     )
 
 
@@ -532,42 +532,43 @@ def build_zoo(cfg: ZooBuildConfig) -> Path:
         device = torch.device("cuda", info.local_rank)
     out = Path(cfg.out)
     try:
-        with EnvDataset.open(cfg.data) as ds:
-            cfg = resolve(cfg, ds.system_name, ds.n_frames)
-            expert_cfg = _expert_config(ds, cfg)
-            log.info(
-                "%s: %d seen environments x %d experts; pretrain %d epochs (lr %g), fine-tune %d epochs (lr %g), batch %d",
-                ds.system_name, len(ds.split["seen"]), cfg.experts_per_env, cfg.pretrain_epochs, cfg.lr,
-                cfg.finetune_epochs, cfg.finetune_lr, cfg.batch_size,
-            )  # fmt: skip
-            check_or_pin_identity(out, build_identity(cfg, ds, expert_cfg), info)
-            if info.is_main:
-                config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
-            seen = ds.split["seen"].tolist()
-            if cfg.batch_size < info.world_size:
-                raise ValueError(f"batch_size: {cfg.batch_size} is smaller than the {info.world_size} ranks")
-            train = ds.train(seen).to(device)
-            base = pretrain_base(out, expert_cfg, train, cfg, info)
-            mine = [i for i in dist.shard(list(range(len(seen))), info) if not env_done(out, seen[i])]
-            n_done = len(dist.shard(seen, info)) - len(mine)
-            if n_done:
-                log.info("experts: %d environment(s) already finished, %d to go", n_done, len(mine))
-            # Only the validation window of the test trajectories is needed.
-            test = ds.load(seen, slice(ds.n_train_traj, ds.n_traj), slice(0, cfg.val_rollout_steps + 1)).to(device)
-            steps_per = tr.finetune_steps(train.shape[1], train.shape[2], cfg.finetune_epochs, cfg.batch_size)
-            groups = [mine[i : i + cfg.envs_per_step] for i in range(0, len(mine), cfg.envs_per_step)]
-            bar = _bar(cfg, info, total=steps_per * len(groups), desc="fine-tune experts")
-            for rows in groups:
-                bar.set_postfix(envs=",".join(str(seen[r]) for r in rows))
-                envs = [seen[r] for r in rows]
-                finetune_group(out, envs, rows, ds.params, base, expert_cfg, train, test, cfg, bar)
-            bar.close()
-            dist.barrier(info)
-            if info.is_main:
-                manifest = write_manifest(out, ds, cfg, expert_cfg, seen, time.perf_counter() - t0)
-                _summary(manifest)
-                print(zoo_mod.Zoo.open(out))
-            dist.barrier(info)
+        with io.output_lock(out, "dynadiff zoo build", enabled=info.is_main):
+            with EnvDataset.open(cfg.data) as ds:
+                cfg = resolve(cfg, ds.system_name, ds.n_frames)
+                expert_cfg = _expert_config(ds, cfg)
+                log.info(
+                    "%s: %d seen environments x %d experts; pretrain %d epochs (lr %g), fine-tune %d epochs (lr %g), batch %d",
+                    ds.system_name, len(ds.split["seen"]), cfg.experts_per_env, cfg.pretrain_epochs, cfg.lr,
+                    cfg.finetune_epochs, cfg.finetune_lr, cfg.batch_size,
+                )  # fmt: skip
+                check_or_pin_identity(out, build_identity(cfg, ds, expert_cfg), info)
+                if info.is_main:
+                    config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
+                seen = ds.split["seen"].tolist()
+                if cfg.batch_size < info.world_size:
+                    raise ValueError(f"batch_size: {cfg.batch_size} is smaller than the {info.world_size} ranks")
+                train = ds.train(seen).to(device)
+                base = pretrain_base(out, expert_cfg, train, cfg, info)
+                mine = [i for i in dist.shard(list(range(len(seen))), info) if not env_done(out, seen[i])]
+                n_done = len(dist.shard(seen, info)) - len(mine)
+                if n_done:
+                    log.info("experts: %d environment(s) already finished, %d to go", n_done, len(mine))
+                # Only the validation window of the test trajectories is needed.
+                test = ds.load(seen, slice(ds.n_train_traj, ds.n_traj), slice(0, cfg.val_rollout_steps + 1)).to(device)
+                steps_per = tr.finetune_steps(train.shape[1], train.shape[2], cfg.finetune_epochs, cfg.batch_size)
+                groups = [mine[i : i + cfg.envs_per_step] for i in range(0, len(mine), cfg.envs_per_step)]
+                bar = _bar(cfg, info, total=steps_per * len(groups), desc="fine-tune experts")
+                for rows in groups:
+                    bar.set_postfix(envs=",".join(str(seen[r]) for r in rows))
+                    envs = [seen[r] for r in rows]
+                    finetune_group(out, envs, rows, ds.params, base, expert_cfg, train, test, cfg, bar)
+                bar.close()
+                dist.barrier(info)
+                if info.is_main:
+                    manifest = write_manifest(out, ds, cfg, expert_cfg, seen, time.perf_counter() - t0)
+                    _summary(manifest)
+                    print(zoo_mod.Zoo.open(out))
+                dist.barrier(info)
     finally:
         dist.cleanup(info)
     return out

@@ -29,7 +29,7 @@ class TrainAllConfig:
     seed: int = field(default=0, metadata={"help": "seed of both stages"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
     progress: bool = field(
-        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line every 30 s (rank 0)"}
     )
     vae: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainVAEConfig overrides"})
     dit: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainDiTConfig overrides"})

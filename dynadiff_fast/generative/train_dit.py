@@ -107,7 +107,7 @@ class TrainDiTConfig:
     prompter: dict[str, Any] = field(default_factory=dict, metadata={"help": "PrompterConfig overrides"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
     progress: bool = field(
-        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line every 30 s (rank 0)"}
     )
 
 
@@ -290,131 +290,132 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
         raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {info.world_size} ranks")
     out = Path(cfg.out)
     try:
-        zoo = Zoo.open(cfg.zoo)
-        vae, graph, normalizer, vae_meta = load_vae(cfg.vae, zoo)
-        vae = vae.to(device)
-        with EnvDataset.open(cfg.data) as ds:
-            check_compatible(ds, zoo, vae_meta)
-            envs = sorted(set(zoo.env_index.tolist()))
-            pool = ObservationPool(ds, envs, cfg.max_traj, cfg.obs_window, cfg.pool_gb)
-            if info.is_main:
-                out.mkdir(parents=True, exist_ok=True)
-                manifest = write_manifest(out, cfg, ds, zoo, vae.latent_shape, envs)
-                config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
-            dist.barrier(info)
-            if not info.is_main:
-                manifest = io.read_json(out / MANIFEST, "DynaDiff run manifest")
-        z = encode_zoo(zoo, vae, graph, normalizer, device)
-        rows = torch.tensor([pool.row[int(e)] for e in zoo.env_index])  # expert -> pool row
-        params = zoo.params.float().to(device)
-        vicinal = vicinal_mod.zoo_vicinity(zoo, cfg.mix_prob, cfg.mix_span)
-        if vicinal is not None:  # mixed rows' latents: the VAE encoding of the mixed weights, each step
-            vae.eval().requires_grad_(False)
-            values = normalizer.normalize(zoo_tokens(zoo, graph)).packed()[0].to(device)
-        else:
-            del vae
-
-        torch.manual_seed(cfg.seed)  # identical initialisation on every rank
-        model = build_model(manifest).to(device)
-        model.fit_latent_stats(z)
-        model.fit_param_stats(zoo.params)
-        g_fit = torch.Generator().manual_seed(cfg.seed)
-        fit_obs, fit_len = pool.sample(rows[torch.randint(len(rows), (512,), generator=g_fit)], cfg.obs_len, g_fit)
-        model.prompter.fit_normalization(fit_obs.to(device), fit_len.to(device))
-        ema = build_model(manifest).to(device)
-        ema.load_state_dict(model.state_dict())
-        ema.requires_grad_(False)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-        step, g = 0, torch.Generator().manual_seed(cfg.seed + 7919 * info.rank)
-        meta = load_checkpoint(out, model, ema=ema, optimizer=opt, map_location=device)
-        if meta is not None:
-            step = int(meta["step"])
-            g.set_state(meta["state"]["generators"][info.rank % len(meta["state"]["generators"])])
-            if info.is_main:
-                _truncate_log(out / "train_log.jsonl", step)
-            log.info("resumed %s at step %d", out, step)
-        ddp = model
-        if info.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-        def save(step: int, losses: dict[str, float]) -> None:
-            # Refresh the reference prompts (shuffled-prompt control) with the weights being saved.
-            for m in (model, ema):
-                m.reference_prompts.copy_(reference_prompts(m, pool, cfg.obs_len))
-                m.reference_env.copy_(torch.tensor(envs))
-            states = [g.get_state()]
-            if info.distributed:
-                import torch.distributed as tdist
-
-                states = [None] * info.world_size
-                tdist.all_gather_object(states, g.get_state())
-            if info.is_main:
-                save_checkpoint(out, model, step=step, ema=ema, optimizer=opt, state={"generators": states},
-                                meta={"losses": losses, "config": config_mod.to_dict(cfg)})  # fmt: skip
-
-        local_b = cfg.batch_size // info.world_size
-        T = model.schedule.T
-        bar = _bar(cfg, info, initial=step)
-        acc, n_acc, t0 = {"diffusion": 0.0, "aux": 0.0}, 0, time.perf_counter()
-        losses: dict[str, float] = {}
-        model.train()
-        while step < cfg.steps:
-            with nvtx_range("dit/batch"):
-                idx = torch.randint(len(rows), (local_b,), generator=g)
-                obs, lengths = pool.sample(rows[idx], cfg.obs_len, g)
-                n = torch.randint(0, T, (local_b,), generator=g)
-                eps = torch.randn((local_b, *z.shape[1:]), generator=g)
-                drop = torch.rand(local_b, generator=g) < model.cfg.cond_dropout
-                batch = [
-                    t.to(device) for t in (obs, lengths, z[idx.to(z.device)], params[idx.to(device)], n, eps, drop)
-                ]
-                mix = None
-                if vicinal is not None:
-                    partner, lam = vicinal.sample(idx, g)
-                    obs_b, lengths_b = pool.sample(rows[partner], cfg.obs_len, g)
-                    mixed = vicinal_mod.mix(values[idx.to(device)], values[partner.to(device)], lam.to(device))
-                    with torch.no_grad():
-                        batch[2] = vae.encode(NodeTokens.from_packed(mixed, graph))[0].float()
-                    mix = tuple(t.to(device) for t in (obs_b, lengths_b, params[partner.to(device)], lam))
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            with nvtx_range("dit/step"):
-                l_diff, l_aux = ddp(*batch, mix=mix)
-                loss = l_diff + cfg.aux_weight * l_aux
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                # EMA warm-up: early steps average over a short horizon so a short run's EMA is not stale.
-                update_ema(ema, unwrap(model), min(cfg.ema_decay, (1 + step) / (10 + step)))
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"train dit: loss became {loss_value} at step {step}; lower --lr")
-            step += 1
-            acc["diffusion"] += float(l_diff.detach())
-            acc["aux"] += float(l_aux.detach())
-            n_acc += 1
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                losses = {k: v / n_acc for k, v in acc.items()}
-                rate = n_acc / (time.perf_counter() - t0)
-                bar.set_postfix(diff=f"{losses['diffusion']:.4f}", aux=f"{losses['aux']:.4f}")
+        with io.output_lock(out, "dynadiff train dit", enabled=info.is_main):
+            zoo = Zoo.open(cfg.zoo)
+            vae, graph, normalizer, vae_meta = load_vae(cfg.vae, zoo)
+            vae = vae.to(device)
+            with EnvDataset.open(cfg.data) as ds:
+                check_compatible(ds, zoo, vae_meta)
+                envs = sorted(set(zoo.env_index.tolist()))
+                pool = ObservationPool(ds, envs, cfg.max_traj, cfg.obs_window, cfg.pool_gb)
                 if info.is_main:
-                    _append_log(out, {"step": step, **losses, "steps_per_s": rate})
-                acc, n_acc, t0 = dict.fromkeys(acc, 0.0), 0, time.perf_counter()
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                save(step, losses)
-        bar.close()
-        if info.is_main:
-            quality = latent_quality(ema, z, rows, seed=cfg.seed)
-            io.write_json(out / "quality.json", {"step": step, **quality})
-            log.info("train dit: %s finished at step %d (losses %s; latent quality %s)", out, step,
-                     json.dumps(losses), json.dumps(quality["summary"]))  # fmt: skip
-        dist.barrier(info)
+                    out.mkdir(parents=True, exist_ok=True)
+                    manifest = write_manifest(out, cfg, ds, zoo, vae.latent_shape, envs)
+                    config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
+                dist.barrier(info)
+                if not info.is_main:
+                    manifest = io.read_json(out / MANIFEST, "DynaDiff run manifest")
+            z = encode_zoo(zoo, vae, graph, normalizer, device)
+            rows = torch.tensor([pool.row[int(e)] for e in zoo.env_index])  # expert -> pool row
+            params = zoo.params.float().to(device)
+            vicinal = vicinal_mod.zoo_vicinity(zoo, cfg.mix_prob, cfg.mix_span)
+            if vicinal is not None:  # mixed rows' latents: the VAE encoding of the mixed weights, each step
+                vae.eval().requires_grad_(False)
+                values = normalizer.normalize(zoo_tokens(zoo, graph)).packed()[0].to(device)
+            else:
+                del vae
+
+            torch.manual_seed(cfg.seed)  # identical initialisation on every rank
+            model = build_model(manifest).to(device)
+            model.fit_latent_stats(z)
+            model.fit_param_stats(zoo.params)
+            g_fit = torch.Generator().manual_seed(cfg.seed)
+            fit_obs, fit_len = pool.sample(rows[torch.randint(len(rows), (512,), generator=g_fit)], cfg.obs_len, g_fit)
+            model.prompter.fit_normalization(fit_obs.to(device), fit_len.to(device))
+            ema = build_model(manifest).to(device)
+            ema.load_state_dict(model.state_dict())
+            ema.requires_grad_(False)
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+            step, g = 0, torch.Generator().manual_seed(cfg.seed + 7919 * info.rank)
+            meta = load_checkpoint(out, model, ema=ema, optimizer=opt, map_location=device)
+            if meta is not None:
+                step = int(meta["step"])
+                g.set_state(meta["state"]["generators"][info.rank % len(meta["state"]["generators"])])
+                if info.is_main:
+                    _truncate_log(out / "train_log.jsonl", step)
+                log.info("resumed %s at step %d", out, step)
+            ddp = model
+            if info.distributed:
+                from torch.nn.parallel import DistributedDataParallel
+
+                ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+            def save(step: int, losses: dict[str, float]) -> None:
+                # Refresh the reference prompts (shuffled-prompt control) with the weights being saved.
+                for m in (model, ema):
+                    m.reference_prompts.copy_(reference_prompts(m, pool, cfg.obs_len))
+                    m.reference_env.copy_(torch.tensor(envs))
+                states = [g.get_state()]
+                if info.distributed:
+                    import torch.distributed as tdist
+
+                    states = [None] * info.world_size
+                    tdist.all_gather_object(states, g.get_state())
+                if info.is_main:
+                    save_checkpoint(out, model, step=step, ema=ema, optimizer=opt, state={"generators": states},
+                                    meta={"losses": losses, "config": config_mod.to_dict(cfg)})  # fmt: skip
+
+            local_b = cfg.batch_size // info.world_size
+            T = model.schedule.T
+            bar = _bar(cfg, info, initial=step)
+            acc, n_acc, t0 = {"diffusion": 0.0, "aux": 0.0}, 0, time.perf_counter()
+            losses: dict[str, float] = {}
+            model.train()
+            while step < cfg.steps:
+                with nvtx_range("dit/batch"):
+                    idx = torch.randint(len(rows), (local_b,), generator=g)
+                    obs, lengths = pool.sample(rows[idx], cfg.obs_len, g)
+                    n = torch.randint(0, T, (local_b,), generator=g)
+                    eps = torch.randn((local_b, *z.shape[1:]), generator=g)
+                    drop = torch.rand(local_b, generator=g) < model.cfg.cond_dropout
+                    batch = [
+                        t.to(device) for t in (obs, lengths, z[idx.to(z.device)], params[idx.to(device)], n, eps, drop)
+                    ]
+                    mix = None
+                    if vicinal is not None:
+                        partner, lam = vicinal.sample(idx, g)
+                        obs_b, lengths_b = pool.sample(rows[partner], cfg.obs_len, g)
+                        mixed = vicinal_mod.mix(values[idx.to(device)], values[partner.to(device)], lam.to(device))
+                        with torch.no_grad():
+                            batch[2] = vae.encode(NodeTokens.from_packed(mixed, graph))[0].float()
+                        mix = tuple(t.to(device) for t in (obs_b, lengths_b, params[partner.to(device)], lam))
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, cfg)
+                with nvtx_range("dit/step"):
+                    l_diff, l_aux = ddp(*batch, mix=mix)
+                    loss = l_diff + cfg.aux_weight * l_aux
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    opt.step()
+                    # EMA warm-up: early steps average over a short horizon so a short run's EMA is not stale.
+                    update_ema(ema, unwrap(model), min(cfg.ema_decay, (1 + step) / (10 + step)))
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"train dit: loss became {loss_value} at step {step}; lower --lr")
+                step += 1
+                acc["diffusion"] += float(l_diff.detach())
+                acc["aux"] += float(l_aux.detach())
+                n_acc += 1
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    losses = {k: v / n_acc for k, v in acc.items()}
+                    rate = n_acc / (time.perf_counter() - t0)
+                    bar.set_postfix(diff=f"{losses['diffusion']:.4f}", aux=f"{losses['aux']:.4f}")
+                    if info.is_main:
+                        _append_log(out, {"step": step, **losses, "steps_per_s": rate})
+                    acc, n_acc, t0 = dict.fromkeys(acc, 0.0), 0, time.perf_counter()
+                if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                    save(step, losses)
+            bar.close()
+            if info.is_main:
+                quality = latent_quality(ema, z, rows, seed=cfg.seed)
+                io.write_json(out / "quality.json", {"step": step, **quality})
+                log.info("train dit: %s finished at step %d (losses %s; latent quality %s)", out, step,
+                         json.dumps(losses), json.dumps(quality["summary"]))  # fmt: skip
+            dist.barrier(info)
     finally:
         dist.cleanup(info)
     return out

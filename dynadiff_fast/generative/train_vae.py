@@ -67,7 +67,7 @@ class TrainVAEConfig:
     seed: int = field(default=0, metadata={"help": "seed of initialisation, batches, frames and latent noise"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
     progress: bool = field(
-        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line every 30 s (rank 0)"}
     )
     model: dict[str, Any] = field(default_factory=dict, metadata={"help": "VAEConfig field overrides"})
     steps: int | None = field(default=None, metadata={"help": "optimizer steps (default: preset)"})
@@ -391,31 +391,32 @@ def train_vae(cfg: TrainVAEConfig) -> Path:
         raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {info.world_size} ranks")
     out = Path(cfg.out)
     try:
-        zoo = Zoo.open(cfg.zoo)
-        graph = WeightGraph.from_config(zoo.config)
-        previous = read_meta(out)
-        if previous is not None:
-            check_same_layout(WeightGraph.from_dict(previous["graph"]), graph, f"zoo {cfg.zoo} vs run {out}")
-            if previous.get("vae_config") != dataclasses.asdict(vae_config(cfg)):
-                raise ValueError(f"out: {out} holds a VAE with config {previous.get('vae_config')}, this run asks "
-                                 f"for {dataclasses.asdict(vae_config(cfg))}; choose another --out")  # fmt: skip
-            # finished, unless the run stopped between its last checkpoint and the quality report
-            if previous["step"] >= cfg.steps and not (cfg.quality and not (out / "quality.json").exists()):
-                log.info("%s is complete (step %d); nothing to train", out, previous["step"])
-                return out
-        tokens = zoo_tokens(zoo, graph)
-        normalizer, norm_sha = _normalizer(cfg, tokens, previous, info)
-        ds = _open_dataset(cfg, zoo)
-        try:
-            ema = _train(cfg, zoo, graph, tokens, normalizer, norm_sha, ds, device, info)
-            if cfg.quality and info.is_main:
-                quality = functional_quality(ema.eval(), normalizer, graph, zoo, ds, cfg.quality_steps, tokens)
-                io.write_json(out / "quality.json", quality)
-                log.info("functional reconstruction: %s", quality["summary"])
-        finally:
-            ds.close()
-        dist.barrier(info)
-        return out
+        with io.output_lock(out, "dynadiff train vae", enabled=info.is_main):
+            zoo = Zoo.open(cfg.zoo)
+            graph = WeightGraph.from_config(zoo.config)
+            previous = read_meta(out)
+            if previous is not None:
+                check_same_layout(WeightGraph.from_dict(previous["graph"]), graph, f"zoo {cfg.zoo} vs run {out}")
+                if previous.get("vae_config") != dataclasses.asdict(vae_config(cfg)):
+                    raise ValueError(f"out: {out} holds a VAE with config {previous.get('vae_config')}, this run asks "
+                                     f"for {dataclasses.asdict(vae_config(cfg))}; choose another --out")  # fmt: skip
+                # finished, unless the run stopped between its last checkpoint and the quality report
+                if previous["step"] >= cfg.steps and not (cfg.quality and not (out / "quality.json").exists()):
+                    log.info("%s is complete (step %d); nothing to train", out, previous["step"])
+                    return out
+            tokens = zoo_tokens(zoo, graph)
+            normalizer, norm_sha = _normalizer(cfg, tokens, previous, info)
+            ds = _open_dataset(cfg, zoo)
+            try:
+                ema = _train(cfg, zoo, graph, tokens, normalizer, norm_sha, ds, device, info)
+                if cfg.quality and info.is_main:
+                    quality = functional_quality(ema.eval(), normalizer, graph, zoo, ds, cfg.quality_steps, tokens)
+                    io.write_json(out / "quality.json", quality)
+                    log.info("functional reconstruction: %s", quality["summary"])
+            finally:
+                ds.close()
+            dist.barrier(info)
+            return out
     finally:
         dist.cleanup(info)
 

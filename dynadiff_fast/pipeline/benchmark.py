@@ -58,7 +58,7 @@ class BenchmarkConfig:
     diagnostics: bool = field(default=True, metadata={"help": "stage diagnostics and memorisation audit"})
     force: tuple[str, ...] = field(default=(), metadata={"help": "stages to redo in every seed (see demo), all"})
     progress: bool = field(
-        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line every 30 s (rank 0)"}
     )
 
     def __post_init__(self) -> None:

@@ -58,7 +58,7 @@ class DemoConfig:
     )
     force: tuple[str, ...] = field(default=(), metadata={"help": f"stages to redo ({', '.join(STAGES)}, all)"})
     progress: bool = field(
-        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line a minute (rank 0)"}
+        default=True, metadata={"help": "progress: a tqdm bar on a terminal, else a log line every 30 s (rank 0)"}
     )
 
 
