@@ -39,6 +39,17 @@ def _h5py():
 # ------------------------------------------------------------------------------------------------
 # writing
 # ------------------------------------------------------------------------------------------------
+def reuse_finished(out: Path, config: dict) -> bool:
+    """True when ``out`` is a finished dataset made with ``config`` (nothing to do); False when it does not
+    exist; a one-line ``ValueError`` when it was made with another config (never overwritten or mixed)."""
+    if not out.exists():
+        return False
+    with EnvDataset(out) as existing:
+        if existing.config != config:
+            raise ValueError(f"out: {out} exists and was made with another config; delete it or choose another --out")
+    return True
+
+
 def create_partial(
     path: Path,
     *,

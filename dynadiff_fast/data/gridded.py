@@ -768,12 +768,7 @@ def import_gridded(cfg: ImportConfig) -> Path:
     _require(cfg)
     out = Path(cfg.out)
     resolved = config_mod.to_dict(cfg)
-    if out.exists():
-        with ds_mod.EnvDataset(out) as existing:
-            if existing.config != resolved:
-                raise ValueError(
-                    f"out: {out} exists and was made with another config; delete it or choose another --out"
-                )
+    if ds_mod.reuse_finished(out, resolved):
         log.info("%s is complete; nothing to do", out)
         return out
     with io.output_lock(out, "dynadiff import"):

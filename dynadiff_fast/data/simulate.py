@@ -91,12 +91,7 @@ def simulate_dataset(cfg: SimulateConfig, progress: bool = True) -> Path:
     system = get_system(cfg.system, **{**preset.system, **cfg.solver})
     out = cfg.output_path()
     resolved = config_mod.to_dict(cfg)
-    if out.exists():
-        with ds_mod.EnvDataset(out) as existing:
-            if existing.config != resolved:
-                raise ValueError(
-                    f"out: {out} exists and was made with another config; delete it or choose another --out"
-                )
+    if ds_mod.reuse_finished(out, resolved):
         log.info("%s is complete; nothing to do", out)
         return out
 
