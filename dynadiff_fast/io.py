@@ -90,6 +90,12 @@ def inside(root: str | os.PathLike, rel: Any, manifest: str | os.PathLike, entry
     return Path(root) / rel
 
 
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages that name a long recorded value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     path = Path(path)
     if not path.exists():

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dynadiff_fast import io
+
 FORMAT = "dynadiff-envdataset-1"
 SPLITS = ("seen", "unseen_in", "unseen_out")
 
@@ -177,6 +179,32 @@ def _index(sel, n: int, what: str) -> list[int] | slice:
     return sel
 
 
+# What a later stage must agree on with the dataset it reads, by what it records (a zoo records all of
+# ``EnvDataset.identity``; a DynaDiff run the system, grid and standardisation). Exact except the float stats.
+_MATCH_KEYS = ("system_name", "channel_names", "param_names", "frame_shape", "mean", "std", "dt_frame", "params",
+               "split", "n_train_traj", "seed")  # fmt: skip
+_CLOSE_KEYS = ("mean", "std", "dt_frame", "params")
+
+
+def identity_mismatches(recorded: dict[str, Any], ds: EnvDataset) -> list[str]:
+    """``"key: recorded X, this dataset Y"`` for every identity fact in ``recorded`` (a zoo's ``dataset`` record,
+    a DynaDiff run's manifest) that ``ds`` does not share; only keys ``recorded`` holds are compared."""
+    ours = {**ds.identity(), "dt_frame": ds.dt_frame}
+    out = []
+    for key in _MATCH_KEYS:
+        if key not in recorded:
+            continue
+        a, b = recorded[key], ours[key]
+        if key in _CLOSE_KEYS:
+            ta, tb = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+            same = ta.shape == tb.shape and bool(torch.allclose(ta, tb, rtol=1e-5, atol=1e-7))
+        else:
+            same = a == b
+        if not same:
+            out.append(f"{key}: recorded {io.short_repr(a)}, this dataset {io.short_repr(b)}")
+    return out
+
+
 class EnvDataset:
     """Lazy reader of a dataset file (see module docstring). Use as a context manager or call ``close``."""
 
@@ -281,6 +309,24 @@ class EnvDataset:
     def test(self, envs=None, normalized: bool = True) -> torch.Tensor:
         """Held-out test trajectories ``[n_envs, n_traj - n_train_traj, n_frames, ...]``."""
         return self.load(envs, slice(self.n_train_traj, self.n_traj), None, normalized)
+
+    def identity(self) -> dict[str, Any]:
+        """The facts that make two dataset files the same data for a later stage (not the path): what a zoo
+        and a DynaDiff run record about the dataset they were built from, checked by ``identity_mismatches``."""
+        return {
+            "system_name": self.system_name,
+            "param_names": list(self.param_names),
+            "channel_names": list(self.channel_names),
+            "params": self.params.tolist(),
+            "split": {k: v.tolist() for k, v in self.split.items()},
+            "n_traj": self.n_traj,
+            "n_train_traj": self.n_train_traj,
+            "n_frames": self.n_frames,
+            "frame_shape": list(self.frame_shape),
+            "seed": self.seed,
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+        }
 
     def system(self):
         """The ``System`` with the settings the file was simulated with."""

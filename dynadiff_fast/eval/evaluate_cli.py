@@ -179,6 +179,7 @@ def run_evaluation(cfg: EvaluateConfig) -> dict:
     from dynadiff_fast.data import EnvDataset
     from dynadiff_fast.eval import figures, report
     from dynadiff_fast.experts.zoo import Zoo
+    from dynadiff_fast.generative.dynadiff import check_run
 
     if not cfg.data or not cfg.out:
         raise ValueError("data / out: required (pass --data FILE.h5 and --out DIR)")
@@ -191,10 +192,13 @@ def run_evaluation(cfg: EvaluateConfig) -> dict:
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     zoo_dir = find_zoo(cfg.run, cfg.zoo)
-    with io.output_lock(out, "dynadiff evaluate"):
-        config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
-        with EnvDataset.open(cfg.data) as ds:
-            zoo = Zoo.open(zoo_dir)
+    with EnvDataset.open(cfg.data) as ds:
+        zoo = Zoo.open(zoo_dir)
+        zoo.check_dataset(ds)  # a foreign zoo or run is refused before any output exists
+        if cfg.run is not None:
+            check_run(cfg.run, ds, zoo)
+        with io.output_lock(out, "dynadiff evaluate"):
+            config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
             results, kept = evaluate(
                 ds,
                 zoo,

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from dynadiff_fast import io
+from dynadiff_fast.data.dataset import identity_mismatches
 
 FORMAT = "dynadiff-zoo"
 VERSION = 1
@@ -142,6 +143,16 @@ class Zoo:
                 f"zoo: {self.root} stores weights that do not fit its expert_config "
                 f"(first mismatching keys: {bad[:3]}; stored {[stored.get(k) for k in bad[:3]]}, "
                 f"config builds {[expected.get(k) for k in bad[:3]]})"
+            )
+
+    def check_dataset(self, ds) -> None:
+        """Refuse a dataset other than the one this zoo was built from (call it before any compute): its
+        experts are indexed by that file's environments and expect its standardisation."""
+        bad = identity_mismatches(self.dataset_info, ds)
+        if bad:
+            raise ValueError(
+                f"data: {ds.path} is not the dataset the zoo {self.root} was built from ({'; '.join(bad[:4])}); "
+                "pass the zoo's own dataset"
             )
 
     # ---- metadata ----------------------------------------------------------------------------------

@@ -191,31 +191,13 @@ def resolve(cfg: ZooBuildConfig, system_name: str, n_frames: int) -> ZooBuildCon
 # ------------------------------------------------------------------------------------------------
 def dataset_info(ds) -> dict[str, Any]:
     """What the manifest records about the dataset (``identity`` fields + where it was read from)."""
-    return {"path": str(Path(ds.path).resolve()), **dataset_identity(ds), "dt_frame": ds.dt_frame}
-
-
-def dataset_identity(ds) -> dict[str, Any]:
-    """The facts that make two dataset files the same data for a zoo (not the path)."""
-    return {
-        "system_name": ds.system_name,
-        "param_names": list(ds.param_names),
-        "channel_names": list(ds.channel_names),
-        "params": ds.params.tolist(),
-        "split": {k: v.tolist() for k, v in ds.split.items()},
-        "n_traj": ds.n_traj,
-        "n_train_traj": ds.n_train_traj,
-        "n_frames": ds.n_frames,
-        "frame_shape": list(ds.frame_shape),
-        "seed": ds.seed,
-        "mean": ds.mean.tolist(),
-        "std": ds.std.tolist(),
-    }
+    return {"path": str(Path(ds.path).resolve()), **ds.identity(), "dt_frame": ds.dt_frame}
 
 
 def build_identity(cfg: ZooBuildConfig, ds, expert_cfg) -> dict[str, Any]:
     settings = {k: v for k, v in config_mod.to_dict(cfg).items() if k in _IDENTITY_FIELDS}
     return {
-        "dataset": dataset_identity(ds),
+        "dataset": ds.identity(),
         "expert_config": zoo_mod.config_to_dict(expert_cfg),
         "settings": settings,
     }
@@ -244,13 +226,10 @@ def _identity_mismatch(out: Path, pinned: dict, identity: dict) -> str:
         old, new = pinned.get(section, {}), identity[section]
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key) and key != "system_name":
-                lines.append(f"  {section}.{key}: zoo has {_short(old.get(key))}, this run has {_short(new.get(key))}")
+                lines.append(
+                    f"  {section}.{key}: zoo has {io.short_repr(old.get(key))}, this run has {io.short_repr(new.get(key))}"
+                )
     return "\n".join(lines)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ------------------------------------------------------------------------------------------------

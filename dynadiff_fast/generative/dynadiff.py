@@ -38,6 +38,7 @@ from torch import nn
 
 from dynadiff_fast import io
 from dynadiff_fast._tensor import as_tensor
+from dynadiff_fast.data.dataset import identity_mismatches
 from dynadiff_fast.generative.diffusion import Schedule, guided, q_sample, sample, training_target
 from dynadiff_fast.generative.dit import DiTConfig, LatentDiT
 from dynadiff_fast.generative.prompter import Prompter, PrompterConfig
@@ -200,6 +201,25 @@ def read_manifest(dit_dir: Path) -> dict[str, Any]:
             f"this code reads {FORMAT!r} v{VERSION}"
         )
     return doc
+
+
+def check_run(run_dir: str | os.PathLike, ds, zoo=None) -> Path:
+    """Refuse, before any compute, a run trained on another dataset than ``ds`` (system, channels, grid, frame
+    spacing, standardisation) or for another expert architecture than ``zoo``'s; returns the DiT run folder."""
+    dit_dir = resolve_run_dir(run_dir)
+    manifest = read_manifest(dit_dir)
+    bad = identity_mismatches(manifest, ds)
+    if bad:
+        raise ValueError(
+            f"run: {dit_dir} was trained on another dataset than {ds.path} ({'; '.join(bad[:4])}); "
+            "pass the run's own dataset"
+        )
+    if zoo is not None and manifest["expert_config"] != zoo.manifest["expert_config"]:
+        raise ValueError(
+            f"run: {dit_dir} generates {io.short_repr(manifest['expert_config'])} experts, the zoo {zoo.root} "
+            f"holds {io.short_repr(zoo.manifest['expert_config'])}; pass the zoo the run was trained on"
+        )
+    return dit_dir
 
 
 def build_model(manifest: dict[str, Any]) -> DynaDiffModel:

@@ -164,16 +164,7 @@ def encode_zoo(zoo, vae, graph, normalizer, device: torch.device, chunk: int = 6
 
 def check_compatible(ds, zoo, vae_meta: dict[str, Any] | None) -> None:
     """The dataset, the zoo and the VAE must describe the same system (else a clear error)."""
-    if ds.system_name != zoo.system_name:
-        raise ValueError(f"data: {ds.path} holds {ds.system_name}, but the zoo {zoo.root} is for {zoo.system_name}")
-    info = zoo.dataset_info
-    for key, ours in (("channel_names", ds.channel_names), ("param_names", ds.param_names)):
-        if key in info and tuple(info[key]) != tuple(ours):
-            raise ValueError(f"data: {ds.path} has {key} {tuple(ours)}, the zoo was built with {tuple(info[key])}")
-    if "mean" in info and not torch.allclose(torch.tensor(info["mean"], dtype=torch.float32), ds.mean.float()):
-        raise ValueError(
-            f"data: {ds.path} is not the dataset the zoo {zoo.root} was built from (its standardisation differs)"
-        )
+    zoo.check_dataset(ds)
     sys_vae = (vae_meta or {}).get("system_name")
     if sys_vae is not None and sys_vae != zoo.system_name:
         raise ValueError(f"vae: the VAE run was trained on a {sys_vae} zoo, this zoo is {zoo.system_name}")

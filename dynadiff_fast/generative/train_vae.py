@@ -215,9 +215,11 @@ def _open_dataset(cfg: TrainVAEConfig, zoo):
     if not Path(path).exists():
         raise FileNotFoundError(f"data: {path} does not exist (the zoo's dataset moved? pass --data FILE.h5)")
     ds = EnvDataset.open(path)
-    if ds.system_name != zoo.system_name:
+    try:
+        zoo.check_dataset(ds)
+    except ValueError:
         ds.close()
-        raise ValueError(f"data: {path} holds {ds.system_name}, but the zoo {zoo.root} is for {zoo.system_name}")
+        raise
     return ds
 
 
@@ -393,21 +395,21 @@ def train_vae(cfg: TrainVAEConfig) -> Path:
     try:
         with io.output_lock(out, "dynadiff train vae", enabled=info.is_main):
             zoo = Zoo.open(cfg.zoo)
-            graph = WeightGraph.from_config(zoo.config)
-            previous = read_meta(out)
-            if previous is not None:
-                check_same_layout(WeightGraph.from_dict(previous["graph"]), graph, f"zoo {cfg.zoo} vs run {out}")
-                if previous.get("vae_config") != dataclasses.asdict(vae_config(cfg)):
-                    raise ValueError(f"out: {out} holds a VAE with config {previous.get('vae_config')}, this run asks "
-                                     f"for {dataclasses.asdict(vae_config(cfg))}; choose another --out")  # fmt: skip
-                # finished, unless the run stopped between its last checkpoint and the quality report
-                if previous["step"] >= cfg.steps and not (cfg.quality and not (out / "quality.json").exists()):
-                    log.info("%s is complete (step %d); nothing to train", out, previous["step"])
-                    return out
-            tokens = zoo_tokens(zoo, graph)
-            normalizer, norm_sha = _normalizer(cfg, tokens, previous, info)
-            ds = _open_dataset(cfg, zoo)
+            ds = _open_dataset(cfg, zoo)  # a foreign dataset is refused before anything is written
             try:
+                graph = WeightGraph.from_config(zoo.config)
+                previous = read_meta(out)
+                if previous is not None:
+                    check_same_layout(WeightGraph.from_dict(previous["graph"]), graph, f"zoo {cfg.zoo} vs run {out}")
+                    if previous.get("vae_config") != dataclasses.asdict(vae_config(cfg)):
+                        raise ValueError(f"out: {out} holds a VAE with config {previous.get('vae_config')}, this run "
+                                         f"asks for {dataclasses.asdict(vae_config(cfg))}; choose another --out")  # fmt: skip
+                    # finished, unless the run stopped between its last checkpoint and the quality report
+                    if previous["step"] >= cfg.steps and not (cfg.quality and not (out / "quality.json").exists()):
+                        log.info("%s is complete (step %d); nothing to train", out, previous["step"])
+                        return out
+                tokens = zoo_tokens(zoo, graph)
+                normalizer, norm_sha = _normalizer(cfg, tokens, previous, info)
                 ema = _train(cfg, zoo, graph, tokens, normalizer, norm_sha, ds, device, info)
                 if cfg.quality and info.is_main:
                     quality = functional_quality(ema.eval(), normalizer, graph, zoo, ds, cfg.quality_steps, tokens)
