@@ -192,7 +192,10 @@ def output_lock(out: str | os.PathLike, what: str, enabled: bool = True) -> Iter
         return
     out = Path(out)
     lock = out.with_name(out.name + LOCK_SUFFIX)
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a user's path, not a bug: one line naming it
+        raise ValueError(f"out: cannot create the folder {lock.parent} ({err.strerror or err})") from err
     me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
     for _ in range(2):
         try:

@@ -50,6 +50,8 @@ VERSION = 1
 MANIFEST = "dynadiff.json"
 SELECT = ("prefix", "none", "ensemble")
 PROMPT_MODES = ("real", "shuffled", "zero")
+# Standardised frames are a few units in magnitude; observations beyond this are almost surely raw physical ones.
+OFF_SCALE = 100.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -235,6 +237,19 @@ def build_model(manifest: dict[str, Any]) -> DynaDiffModel:
     )
 
 
+def _check_scores(scores: torch.Tensor, L: int) -> None:
+    """Prefix scores ``[N, candidates]``: an environment none of whose candidates has a finite score has no expert
+    to keep (they all diverge on its observations), which is an error, not a NaN in a result."""
+    if L < 2:
+        return
+    dead = (~torch.isfinite(scores)).all(1).nonzero().flatten().tolist()
+    if dead:
+        raise ValueError(
+            f"generate: every candidate of environment(s) {dead[:5]} diverges on its observations (NaN/inf prefix "
+            "score); are the observations standardised like this run's data (DynaDiff.standardize)?"
+        )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Generation API
 # ----------------------------------------------------------------------------------------------------------------
@@ -324,6 +339,13 @@ class DynaDiff:
         if not bool(torch.isfinite(obs).all()):
             bad = int((~torch.isfinite(obs)).sum())
             raise ValueError(f"{name}: contains {bad} NaN/inf value(s); observations must be finite")
+        peak = float(obs.abs().max())
+        if peak > OFF_SCALE:
+            warnings.warn(
+                f"{name}: values up to {peak:.3g} are far outside the standardised scale this run was trained on "
+                f"(|x| of a few units); pass raw physical frames through DynaDiff.standardize first",
+                stacklevel=3,
+            )
         return obs.to(self.device, torch.float32)
 
     def standardize(self, frames: torch.Tensor) -> torch.Tensor:
@@ -385,6 +407,11 @@ class DynaDiff:
         with nvtx_range("dit/decode"):
             tokens = self.normalizer.denormalize(self.vae.decode(z))
             stacked = {k: v.contiguous() for k, v in self.graph.decode_stacked(tokens).items()}
+        bad = [k for k, v in stacked.items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            raise ValueError(
+                f"decode: the decoded weights {bad[:3]} hold NaN/inf (a corrupt run, or latents off scale)"
+            )
         # generated experts are for inference: without requires_grad, a rollout outside no_grad builds no autograd
         # graph (one kept for every step of every expert made the per-expert cost grow with their number)
         return experts_type(self.expert_config)(self.expert_config, stacked).eval().requires_grad_(False)
@@ -454,8 +481,10 @@ class DynaDiff:
 
             with nvtx_range("dit/score"):
                 keep, scores = pick_ensemble(experts, obs, S)
+            _check_scores(scores.view(N, -1), obs.shape[1])
             return experts.select(keep), scores
         scores = self.score(experts, obs, S * K)
+        _check_scores(scores.view(N, S * K), obs.shape[1])
         if select == "none":
             return experts, scores
         if obs.shape[1] < 2 and K > 1:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import shutil
 import sys
+import warnings
 
 import pytest
 import torch
@@ -385,6 +386,26 @@ def test_bad_observations(dd, unseen_obs):
         dd.generate(obs, steps=0)
 
 
+def test_unstandardised_observations_warn_and_diverging_candidates_are_an_error(dd, unseen_obs, monkeypatch):
+    """Raw physical frames (here x 1e6) are warned about; an environment whose every candidate diverges (NaN/inf
+    prefix score) is an error naming it, and non-finite decoded weights are an error, never a returned expert."""
+    obs = unseen_obs[0, :4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dd.generate(obs, n_samples=2)  # standardised: no warning
+    with pytest.warns(UserWarning, match="far outside the standardised scale"):
+        dd.generate(obs * 1e6, n_samples=2)
+    nan_scores = lambda self, experts, o, n: torch.full((o.shape[0] * n,), float("nan"))  # noqa: E731
+    monkeypatch.setattr(type(dd), "score", nan_scores)
+    with pytest.raises(ValueError, match=r"every candidate of environment\(s\) \[0\] diverges"):
+        dd.generate(obs, n_samples=2)
+    monkeypatch.undo()
+    decode = dd.graph.decode_stacked
+    monkeypatch.setattr(dd.graph, "decode_stacked", lambda t: {k: v * float("inf") for k, v in decode(t).items()})
+    with pytest.raises(ValueError, match="decoded weights .* hold NaN/inf"):
+        dd.generate(obs, n_samples=2)
+
+
 def test_broken_run_dirs(pipeline, tmp_path):
     from dynadiff_fast.generative.dynadiff import DynaDiff
 
@@ -437,7 +458,7 @@ def test_generate_cli_writes_a_neuraloperator_checkpoint(pipeline, dd, tmp_path,
     # a NaN guidance scale is refused; non-finite generated weights (an overflowing scale) are an error; neither
     # writes anything
     nan_out = tmp_path / "nan.safetensors"
-    for scale, message in [("nan", "guidance: scales must be finite"), ("1e38", "weights are not finite")]:
+    for scale, message in [("nan", "guidance: scales must be finite"), ("1e38", "decoded weights")]:
         assert main([*args[:9], str(nan_out), *args[10:], "--guidance", scale]) == 2
         assert message in capsys.readouterr().err and not nan_out.exists()
 
