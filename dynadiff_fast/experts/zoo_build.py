@@ -99,9 +99,10 @@ _PAPER_ROLLOUT = {"cylinder_flow": 100, "lambda_omega": 100, "lotka_volterra": 1
 
 
 def zoo_preset(system_name: str, preset: str) -> ZooPreset:
+    # envs_per_step below every preset's seen-environment count: the zoo checkpoints after each group
     if preset == "tiny":
         return ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=10, lr=3e-3, finetune_lr=1e-3,
-                         batch_size=16, val_rollout_steps=10, envs_per_step=8)  # fmt: skip
+                         batch_size=16, val_rollout_steps=10, envs_per_step=3)  # fmt: skip
     if preset == "bench":
         return ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=20, lr=3e-3, finetune_lr=1e-3,
                          batch_size=16, val_rollout_steps=20, envs_per_step=3)  # fmt: skip

@@ -83,7 +83,7 @@ class TrainVAEConfig:
     func_batch: int = field(default=4, metadata={"help": "frames per expert per step for L_func"})
     ema_decay: float | None = field(default=None, metadata={"help": "EMA decay per step (default: preset)"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
-    checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
+    checkpoint_every: int | None = field(default=None, metadata={"help": "steps between checkpoints (default: preset)"})
     log_every: int = field(default=10, metadata={"help": "steps between log.jsonl lines"})
     normalizer: str = field(default="element", metadata={"help": "WeightNormalizer granularity: element | pair"})
     quality: bool = field(default=True, metadata={"help": "measure functional reconstruction at the end"})
@@ -98,7 +98,8 @@ class TrainVAEConfig:
 
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"steps": 200, "batch_size": 8, "lr": 1e-3, "warmup_steps": 10, "ema_decay": 0.98},
+    # checkpoint_every: a few checkpoints inside every preset's run, so a kill loses a fraction of the stage
+    "tiny": {"steps": 200, "batch_size": 8, "lr": 1e-3, "warmup_steps": 10, "ema_decay": 0.98, "checkpoint_every": 50},
     # bench: 1000 steps (200 left decoded experts +45% rollout RMSE over the originals; 1000: all within 5%), and
     # half the experts mixed with a neighbouring environment's (generative.vicinal), so the latent space covers
     # the path between and past the seen environments that the DiT's mixed rows use (with the DiT's mixing,
@@ -112,9 +113,24 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "ema_decay": 0.98,
         "mix_prob": 0.5,
         "mix_span": 0.5,
+        "checkpoint_every": 200,
     },  # fmt: skip
-    "small": {"steps": 20000, "batch_size": 16, "lr": 3e-4, "warmup_steps": 500, "ema_decay": 0.999},
-    "paper": {"steps": 100000, "batch_size": 32, "lr": 1e-4, "warmup_steps": 1000, "ema_decay": 0.9999},
+    "small": {
+        "steps": 20000,
+        "batch_size": 16,
+        "lr": 3e-4,
+        "warmup_steps": 500,
+        "ema_decay": 0.999,
+        "checkpoint_every": 2000,
+    },
+    "paper": {
+        "steps": 100000,
+        "batch_size": 32,
+        "lr": 1e-4,
+        "warmup_steps": 1000,
+        "ema_decay": 0.9999,
+        "checkpoint_every": 5000,
+    },
 }
 MIX_DEFAULTS = {"mix_prob": 0.0, "mix_span": 0.0}  # every other preset: no mixing (the paper's training)
 

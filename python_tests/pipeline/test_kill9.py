@@ -109,3 +109,22 @@ def test_every_long_stage_survives_repeated_kill_9_bitwise(tmp_path):
         assert not list(kout.parent.rglob("*.tmp")) and not list(kout.parent.rglob("*.dynadiff-lock"))
     # the kills must have interrupted real work, not finished processes
     assert all(n >= 1 for n in hits.values()), hits
+
+
+@pytest.mark.parametrize("preset", ["tiny", "bench", "small", "paper"])
+def test_every_preset_checkpoints_inside_each_long_stage(preset):
+    """A kill must lose part of a stage, not all of it: the zoo fine-tunes seen environments in more than one
+    group, and the VAE and the DiT checkpoint before their last step, with every preset's defaults."""
+    from dynadiff_fast.data.presets import available, get_preset
+    from dynadiff_fast.experts.zoo_build import zoo_preset
+    from dynadiff_fast.generative.train_dit import TrainDiTConfig
+    from dynadiff_fast.generative.train_dit import resolve as resolve_dit
+    from dynadiff_fast.generative.train_vae import TrainVAEConfig
+    from dynadiff_fast.generative.train_vae import resolve as resolve_vae
+
+    for system, p in available():
+        if p == preset:
+            assert zoo_preset(system, preset).envs_per_step < get_preset(system, preset).n_seen, system
+    vae = resolve_vae(TrainVAEConfig(zoo="z", out="o", preset=preset))
+    dit = resolve_dit(TrainDiTConfig(zoo="z", vae="v", data="d", out="o", preset=preset))
+    assert vae.checkpoint_every < vae.steps and dit.ckpt_every < dit.steps
