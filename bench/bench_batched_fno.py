@@ -21,15 +21,17 @@ import time
 
 import torch
 
+from dynadiff_fast._bench import report
 from dynadiff_fast.experts.configs import ExpertConfig
 from dynadiff_fast.weightspace.batched_fno import BatchedFNO
 
 HBM = 3.35e12
 
+# name, expert, E, B, grid, target speed-up of the batched forward over the module loop (issue 14)
 CASES = [
-    ("(a) E16 B4 64x64 w32 L4 8x8", ExpertConfig(3, 3, 32, (8, 8), 4), 16, 4, (64, 64)),
-    ("(b) cylinder E4 B2 128x64 w64 (12,6)", ExpertConfig(2, 2, 64, (12, 6), 4), 4, 2, (128, 64)),
-    ("(c) E256 B1 32x32 w16 L4 8x8", ExpertConfig(3, 3, 16, (8, 8), 4), 256, 1, (32, 32)),
+    ("(a) E16 B4 64x64 w32 L4 8x8", ExpertConfig(3, 3, 32, (8, 8), 4), 16, 4, (64, 64), 3.0),
+    ("(b) cylinder E4 B2 128x64 w64 (12,6)", ExpertConfig(2, 2, 64, (12, 6), 4), 4, 2, (128, 64), 2.0),
+    ("(c) E256 B1 32x32 w16 L4 8x8", ExpertConfig(3, 3, 16, (8, 8), 4), 256, 1, (32, 32), 8.0),
 ]
 
 
@@ -63,7 +65,7 @@ def main() -> None:
     )
 
 
-def run_case(name: str, cfg: ExpertConfig, E: int, B: int, grid: tuple[int, int], reps: int) -> None:
+def run_case(name: str, cfg: ExpertConfig, E: int, B: int, grid: tuple[int, int], target: float, reps: int) -> None:
     modules = [cfg.build().eval() for _ in range(E)]
     bf = BatchedFNO.from_modules(modules)
     x = torch.randn(B, cfg.in_channels, *grid)
@@ -85,6 +87,7 @@ def run_case(name: str, cfg: ExpertConfig, E: int, B: int, grid: tuple[int, int]
     nbytes = 8 * (E * c * c * m1 * m2 + 2 * E * B * c * m1 * m2)
     print(f"{name:38s} " + " | ".join(cells) + f"  [rel err vs loop {err:.1e}, chunk {bf._auto_chunk(x)}]")
     print(f"{'':38s} spectral_mix per layer: {nbytes / 1e6:.2f} MB -> {nbytes / HBM * 1e6:.2f} us at 3.35 TB/s")
+    report(f"BatchedFNO forward / module loop {name[:3]}", t["loop"] / t["batched"], target)
 
 
 def _with_backend(bf: BatchedFNO, backend: str) -> BatchedFNO:

@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from dynadiff_fast._bench import report
 from dynadiff_fast.ops.lbm_step import HOTOP, equilibrium, lbm_step
 
 HBM = 3.35e12
@@ -89,6 +90,8 @@ def main() -> None:
         ratio = f"  cpp/torch {mlups['cpp'] / mlups['torch']:.1f}x" if has_cpp else "  (cpp backend not built)"
         cpp_bw = f", cpp moves {mlups.get('cpp', 0) * 1e6 * BYTES_PER_UPDATE / 1e9:.2f} GB/s" if has_cpp else ""
         print(f"{label:24s} {line}{ratio}{cpp_bw}")
+        if has_cpp and label == "TRT":
+            report(f"lbm_step cpp TRT, {h}x{w}, per thread", mlups["cpp"] / args.threads, 60.0, unit=" MLUPS")
     if args.simulate:
         time_simulate(n)
 

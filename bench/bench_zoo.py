@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from dynadiff_fast._bench import report
+
 H100_FP32_FLOPS = 67e12  # ~67 TFLOP/s FP32 CUDA cores
 H100_HBM_BYTES = 3.35e12  # 3.35 TB/s
 
@@ -101,6 +103,7 @@ def main() -> None:
     print(f"one module at a time : {t_mod:8.3f} s  ({per_hour(t_mod):10.0f} experts/h)")
     print(f"BatchedFNO           : {t_bat:8.3f} s  ({per_hour(t_bat):10.0f} experts/h)")
     print(f"ratio (batched / one-at-a-time throughput): {t_mod / t_bat:.2f}x   max |weight difference| {err:.2e}")
+    report("zoo fine-tuning, BatchedFNO / one module at a time", t_mod / t_bat, 3.0)
 
     flops = 3 * fno_flops_per_sample(cfg, n, n) * B * args.steps * E
     n_param = sum(v.numel() * (2 if v.is_complex() else 1) for v in base.values())

@@ -1,7 +1,13 @@
-"""``dynadiff bench``: run the benchmark scripts in ``bench/`` (each prints ratios measured in one run)."""
+"""``dynadiff bench``: run the benchmark scripts in ``bench/`` (each prints ratios measured in one run), then one
+table of every measured quantity that has a target (``report`` lines), beside its target.
+
+A script states a result with a target by ``report(name, value, target, higher=True)``: it prints the human line
+itself, and one ``#target {...}`` JSON line that ``dynadiff bench`` collects from its output.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +15,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynadiff_fast.cli import Command
+
+TAG = "#target "
+
+
+def report(name: str, value: float, target: float, higher: bool = True, unit: str = "x") -> None:
+    """Print a measured ``value`` beside its ``target`` (``higher``: the value must reach it; else stay below)."""
+    met = _met(value, target, higher)
+    print(f"{TAG}{json.dumps({'name': name, 'value': value, 'target': target, 'higher': higher, 'unit': unit})}")
+    print(f"  -> {name}: {value:.3g}{unit} (target {'>=' if higher else '<='} {target:g}{unit}) "
+          f"{'met' if met else 'MISSED'}", flush=True)  # fmt: skip
+
+
+def _met(value: float, target: float, higher: bool) -> bool:
+    return value >= target if higher else value <= target
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown table of collected ``report`` rows."""
+    lines = ["| benchmark | result | measured | target | |", "|---|---|---|---|---|"]
+    for r in rows:
+        met = _met(r["value"], r["target"], r["higher"])
+        sign = ">=" if r["higher"] else "<="
+        lines.append(f"| {r['script']} | {r['name']} | {r['value']:.3g}{r['unit']} | {sign} {r['target']:g}{r['unit']} "
+                     f"| {'met' if met else '**missed**'} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -29,10 +60,20 @@ def _run(cfg: BenchConfig) -> int:
             names = ", ".join(s.stem[6:] for s in sorted(folder.glob("bench_*.py")))
             raise SystemExit(f"bench: no benchmark {cfg.name!r} in {folder} (have: {names})")
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads), MKL_NUM_THREADS=str(cfg.threads))
-    code = 0
+    code, rows = 0, []
     for script in scripts:
         print(f"== {script.name}", flush=True)
-        code |= subprocess.call([sys.executable, str(script), "--threads", str(cfg.threads)], env=env)
+        proc = subprocess.Popen([sys.executable, str(script), "--threads", str(cfg.threads)], env=env,
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        for line in proc.stdout:
+            if line.startswith(TAG):
+                rows.append({"script": script.stem[6:], **json.loads(line[len(TAG) :])})
+            else:
+                print(line, end="", flush=True)
+        code |= proc.wait()
+    if rows:
+        print(f"\n== every result with a target, measured in this run ({cfg.threads} thread(s))")
+        print(summary_table(rows))
     return code
 
 

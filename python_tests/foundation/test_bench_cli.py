@@ -1,0 +1,31 @@
+"""``dynadiff bench`` runs each bench script and ends with one table of every result that has a target."""
+
+import textwrap
+
+from dynadiff_fast._bench import BenchConfig, _run, summary_table
+
+
+def test_results_with_targets_are_collected_into_one_table(tmp_path, capsys):
+    for name, value in (("fast", 4.0), ("slow", 1.5)):
+        (tmp_path / f"bench_{name}.py").write_text(
+            textwrap.dedent(f"""
+                from dynadiff_fast._bench import report
+                print("human line of {name}")
+                report("{name} speed-up", {value}, 3.0)
+                report("{name} memory", 0.5, 1.0, higher=False, unit=" GiB")
+            """)
+        )
+    assert _run(BenchConfig(dir=str(tmp_path))) == 0
+    out = capsys.readouterr().out
+    assert "human line of fast" in out and "#target" not in out  # the machine lines are consumed
+    table = out.split("every result with a target")[1]
+    assert "| fast | fast speed-up | 4x | >= 3x | met |" in table
+    assert "| slow | slow speed-up | 1.5x | >= 3x | **missed** |" in table
+    assert table.count("0.5 GiB | <= 1 GiB | met") == 2
+
+
+def test_summary_table_direction():
+    rows = [{"script": "s", "name": "n", "value": 2.6, "target": 2.5, "higher": False, "unit": "x"}]
+    assert "**missed**" in summary_table(rows)
+    rows[0]["higher"] = True
+    assert "| met |" in summary_table(rows)
