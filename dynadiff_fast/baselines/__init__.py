@@ -49,7 +49,7 @@ def resolve_methods(names=None) -> tuple[list[str], set[str] | None]:
         elif name in owner:
             module, wanted = owner[name], {name}
         else:
-            raise ValueError(f"methods: unknown {name!r} (valid: {', '.join([*METHODS, *owner])})")
+            raise ValueError(f"methods: unknown {name!r} (valid: {', '.join(dict.fromkeys([*METHODS, *owner]))})")
         if module not in modules:
             modules.append(module)
         keys |= wanted

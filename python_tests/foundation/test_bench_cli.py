@@ -29,3 +29,15 @@ def test_summary_table_direction():
     assert "**missed**" in summary_table(rows)
     rows[0]["higher"] = True
     assert "| met |" in summary_table(rows)
+
+
+def test_gpu_check_script_is_valid_and_names_its_steps():
+    """bench/gpu_check.sh (run once on a GPU machine) parses and, dry, lists build, gpu tests and the bench."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.sh"
+    out = subprocess.run(["bash", str(script), "--dry-run"], check=True, capture_output=True, text=True).stdout
+    steps = [line for line in out.splitlines() if line.startswith("+ ")]
+    assert "DYNADIFF_CUDA=ON" in steps[0] and "CMAKE_CUDA_ARCHITECTURES=90" in steps[0]
+    assert any("-m gpu" in s for s in steps) and any("dynadiff bench" in s for s in steps)
