@@ -86,6 +86,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     p.add_argument("--repeats", type=int, default=5)
+    # dynadiff bench passes --threads to every script; this one measures the oversubscription a user meets, so its
+    # workloads keep torch's default thread count whatever it says
+    p.add_argument("--threads", type=int, default=None, help="not used: workloads run with torch's default count")
     args = p.parse_args()
     print(f"{os.cpu_count()} CPUs; torch's default thread count; one busy-loop process beside the busy runs")
     print(

@@ -186,3 +186,16 @@ def test_operator_prompt_size_and_spectra_switch(rng):
     assert with_op.gru_inputs(obs).shape[-1] == plain.gru_inputs(obs).shape[-1] // 2  # transfer ratios only
     with pytest.raises(ValueError, match="no input"):
         PrompterConfig(spectra=False, transfer=False)
+
+
+def test_statistics_switch_leaves_the_channel_operator_alone(rng):
+    """statistics=False drops the App. G.1 frame statistics: the explicit part is then exactly the operator M."""
+    obs = torch.randn(3, 4, 2, 8, 8, generator=rng)
+    cfg = dict(gru_hidden=5, spectral_modes=3, operator=True, spectra=False)
+    both = Prompter(PrompterConfig(**cfg), (2, 8, 8), 1)
+    op_only = Prompter(PrompterConfig(**cfg, statistics=False), (2, 8, 8), 1)
+    lengths = torch.full((3,), 4)
+    assert op_only.prompt_dim == both.prompt_dim - 8 and op_only(obs).shape == (3, op_only.prompt_dim)
+    torch.testing.assert_close(op_only.explicit_raw(obs, lengths), both.explicit_raw(obs, lengths)[:, 8:])
+    with pytest.raises(ValueError, match="explicit part would be empty"):
+        PrompterConfig(statistics=False)
