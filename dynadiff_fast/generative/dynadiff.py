@@ -407,8 +407,9 @@ class DynaDiff:
         with nvtx_range("dit/decode"):
             tokens = self.normalizer.denormalize(self.vae.decode(z))
             stacked = {k: v.contiguous() for k, v in self.graph.decode_stacked(tokens).items()}
-        bad = [k for k, v in stacked.items() if not bool(torch.isfinite(v).all())]
-        if bad:
+        finite = torch.stack([torch.isfinite(v).all() for v in stacked.values()]).cpu()  # one device sync
+        if not bool(finite.all()):
+            bad = [k for k, ok in zip(stacked, finite.tolist(), strict=True) if not ok]
             raise ValueError(
                 f"decode: the decoded weights {bad[:3]} hold NaN/inf (a corrupt run, or latents off scale)"
             )
