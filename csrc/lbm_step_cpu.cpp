@@ -11,27 +11,10 @@
 #include "registry.h"
 #include "tensor_arg.h"
 
-namespace dynadiff {
-void check_lbm_step_args(const TensorArg& f, const TensorArg& out, const TensorArg& scratch, const TensorArg& solid,
-                         const TensorArg& omega, const TensorArg& u_in, int64_t steps);
-}  // namespace dynadiff
-
 using dynadiff::TensorArg;
 namespace lbm = dynadiff::d2q9;
 
 namespace {
-
-void check_shape(const TensorArg& t, const char* name, std::initializer_list<int64_t> shape) {
-  t.check_dim(static_cast<int64_t>(shape.size()), name);
-  t.check_contiguous(name);
-  int64_t d = 0;
-  for (int64_t s : shape) {
-    if (t.shape[d] != s)
-      throw std::invalid_argument(std::string(name) + ": dim " + std::to_string(d) + " is " +
-                                  std::to_string(t.shape[d]) + ", expected " + std::to_string(s));
-    ++d;
-  }
-}
 
 // Pulled populations of interior cell x; the bounce-back choice is a select between two loads.
 inline void gather(float g[lbm::Q], const float* const src[], const float* const self[],
@@ -129,19 +112,19 @@ void step(const float* fin, float* fout, const uint8_t* solid, const float* omeg
 
 }  // namespace
 
-// Shapes of the lbm_step arguments (shared with the CUDA binding, csrc/lbm_step_cuda.cpp).
+// Declared in tensor_arg.h (shared with the CUDA binding, csrc/lbm_step_cuda.cpp).
 void dynadiff::check_lbm_step_args(const TensorArg& f, const TensorArg& out, const TensorArg& scratch,
                                    const TensorArg& solid, const TensorArg& omega, const TensorArg& u_in,
                                    int64_t steps) {
   f.check_dim(4, "f");
   const int64_t n = f.shape[0], H = f.shape[2], W = f.shape[3];
-  check_shape(f, "f", {n, lbm::Q, H, W});
-  check_shape(out, "out", {n, lbm::Q, H, W});
-  check_shape(solid, "solid", {n, H, W});
-  check_shape(omega, "omega", {n});
-  check_shape(u_in, "u_in", {n, H});
+  f.check_shape({n, lbm::Q, H, W}, "f");
+  out.check_shape({n, lbm::Q, H, W}, "out");
+  solid.check_shape({n, H, W}, "solid");
+  omega.check_shape({n}, "omega");
+  u_in.check_shape({n, H}, "u_in");
   if (steps < 1) throw std::invalid_argument("steps: must be >= 1, got " + std::to_string(steps));
-  if (steps > 1) check_shape(scratch, "scratch", {n, lbm::Q, H, W});
+  if (steps > 1) scratch.check_shape({n, lbm::Q, H, W}, "scratch");
 }
 
 namespace {

@@ -7,12 +7,6 @@
 
 using dynadiff::TensorArg;
 
-namespace dynadiff {
-// Argument shape checks, defined beside the CPU kernel (csrc/lbm_step_cpu.cpp).
-void check_lbm_step_args(const TensorArg& f, const TensorArg& out, const TensorArg& scratch, const TensorArg& solid,
-                         const TensorArg& omega, const TensorArg& u_in, int64_t steps);
-}  // namespace dynadiff
-
 namespace {
 
 void lbm_step_cuda(const TensorArg& f, const TensorArg& out, const TensorArg& scratch, const TensorArg& solid,

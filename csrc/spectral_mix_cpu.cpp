@@ -30,10 +30,6 @@
 
 using dynadiff::TensorArg;
 
-namespace dynadiff {
-std::vector<int64_t> check_spectral_mix_args(const TensorArg& x, const TensorArg& w, const TensorArg& y);
-}  // namespace dynadiff
-
 namespace {
 
 // Register tile: kOT outputs o x one 32-byte vector of modes (8 floats / 4 doubles), re and im,
@@ -147,27 +143,16 @@ Dims padded(Dims d) {
   return d;
 }
 
-void check(const TensorArg& t, const char* name, const std::vector<int64_t>& shape) {
-  t.check_dim(static_cast<int64_t>(shape.size()), name);
-  t.check_contiguous(name);
-  for (size_t k = 0; k < shape.size(); ++k)
-    if (t.shape[k] != shape[k])
-      throw std::invalid_argument(std::string(name) + ": dim " + std::to_string(k) + " is " +
-                                  std::to_string(t.shape[k]) + ", expected " + std::to_string(shape[k]));
-}
-
 }  // namespace
 
-// Shapes of the spectral_mix arguments (shared with the CUDA binding, csrc/spectral_mix_cuda.cpp):
-// x [E, B, I, M, 2], w [E, I, O, M, 2], y [E, B, O, M, 2], real views of contiguous complex tensors.
-// Returns {E, B, I, O, M}.
+// Declared in tensor_arg.h (shared with the CUDA binding, csrc/spectral_mix_cuda.cpp).
 std::vector<int64_t> dynadiff::check_spectral_mix_args(const TensorArg& x, const TensorArg& w, const TensorArg& y) {
   x.check_dim(5, "x_ft");
   w.check_dim(5, "weight");
   const int64_t E = x.shape[0], B = x.shape[1], I = x.shape[2], M = x.shape[3], O = w.shape[2];
-  check(x, "x_ft", {E, B, I, M, 2});
-  check(w, "weight", {E, I, O, M, 2});
-  check(y, "out", {E, B, O, M, 2});
+  x.check_shape({E, B, I, M, 2}, "x_ft");
+  w.check_shape({E, I, O, M, 2}, "weight");
+  y.check_shape({E, B, O, M, 2}, "out");
   return {E, B, I, O, M};
 }
 

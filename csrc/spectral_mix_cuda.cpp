@@ -9,11 +9,6 @@
 
 using dynadiff::TensorArg;
 
-namespace dynadiff {
-// Argument shape checks, defined beside the CPU kernel (csrc/spectral_mix_cpu.cpp); returns {E, B, I, O, M}.
-std::vector<int64_t> check_spectral_mix_args(const TensorArg& x, const TensorArg& w, const TensorArg& y);
-}  // namespace dynadiff
-
 namespace {
 
 // Same arguments as spectral_mix_cpu plus a stream handle: real views [..., 2] of complex tensors.

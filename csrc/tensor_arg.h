@@ -1,11 +1,13 @@
-// A tensor as it crosses from Python into C++: raw pointer, shape, strides (in elements).
-// Validation (dtype, device, contiguity) happens on the Python side; C++ only checks ranks/shapes
-// it relies on, so a mismatch is an exception and never an out-of-bounds access.
+// A tensor as it crosses from Python into C++: raw pointer, shape, strides (in elements), and the
+// argument checks the csrc/*.cpp bindings share. Validation (dtype, device, contiguity) happens on the
+// Python side; C++ only checks ranks/shapes it relies on, so a mismatch is an exception and never an
+// out-of-bounds access.
 #pragma once
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -39,7 +41,30 @@ struct TensorArg {
       expect *= shape[i];
     }
   }
+  // Rank, contiguity, then every size: "name: dim d is X, expected Y".
+  void check_shape(std::initializer_list<int64_t> expected, const char* name) const {
+    check_dim(static_cast<int64_t>(expected.size()), name);
+    check_contiguous(name);
+    int64_t d = 0;
+    for (int64_t s : expected) {
+      if (shape[d] != s)
+        throw std::invalid_argument(std::string(name) + ": dim " + std::to_string(d) + " is " +
+                                    std::to_string(shape[d]) + ", expected " + std::to_string(s));
+      ++d;
+    }
+  }
 };
+
+// Argument checks of the ops with a CPU kernel and a CUDA binding: defined beside the CPU kernel
+// (csrc/<op>_cpu.cpp), called by both bindings.
+
+// lbm_step: f, out [n, 9, H, W], solid [n, H, W], omega [n], u_in [n, H]; scratch [n, 9, H, W] when steps > 1.
+void check_lbm_step_args(const TensorArg& f, const TensorArg& out, const TensorArg& scratch, const TensorArg& solid,
+                         const TensorArg& omega, const TensorArg& u_in, int64_t steps);
+
+// spectral_mix: x [E, B, I, M, 2], w [E, I, O, M, 2], y [E, B, O, M, 2] (real views of contiguous
+// complex tensors). Returns {E, B, I, O, M}.
+std::vector<int64_t> check_spectral_mix_args(const TensorArg& x, const TensorArg& w, const TensorArg& y);
 
 }  // namespace dynadiff
 

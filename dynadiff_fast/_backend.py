@@ -4,6 +4,12 @@ Convention: each hot op takes ``backend="auto" | "torch" | "cpp" | "cuda" | "tri
 ``torch`` is the plain reference and always available; ``auto`` picks the fastest backend usable
 for the tensors' device (per-op preference order); naming an unavailable backend raises an error
 that says what is missing.
+
+Every hot op package ``dynadiff_fast/ops/<op>/`` declares its ops the same way, with ``hot_op``:
+``reference.py`` holds the plain torch version of each op function and ``cpp.py`` / ``cuda.py`` /
+``triton.py`` the fast ones under the same name and signature; dispatch is ``OP.resolve`` in the public
+function and ``OP.impl`` in the custom op's body. ``OP_MODULES`` lists the packages, so ``hot_ops()``
+(and ``dynadiff info``) knows every op without relying on who imported what.
 """
 
 from __future__ import annotations
@@ -172,6 +178,12 @@ class HotOp:
 
 REGISTRY: dict[str, HotOp] = {}
 
+# Every hot op package below dynadiff_fast/ops/ (importing one registers its ops with ``hot_op``).
+OP_MODULES: tuple[str, ...] = ("lbm_step", "node_attention", "ns_stage", "ragged_proj", "spectral_mix")
+
+# Backend name -> module of an op package that holds that backend's version of each op function.
+BACKEND_MODULES = {"torch": "reference", "cpp": "cpp", "cuda": "cuda", "triton": "triton"}
+
 
 def register(op: HotOp) -> HotOp:
     """Add a hot op to the registry that ``info()`` and ``dynadiff bench`` read."""
@@ -179,13 +191,65 @@ def register(op: HotOp) -> HotOp:
     return op
 
 
+def lazy(module: str, fn: str) -> Callable:
+    """``module.fn``, imported on the first call (a backend module may import triton or need ``_C``)."""
+
+    @functools.cache
+    def target() -> Callable:
+        return getattr(importlib.import_module(module), fn)
+
+    def call(*args, **kwargs):
+        return target()(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = f"{module}.{fn}"
+    return call
+
+
+def hot_op(
+    name: str,
+    package: str,
+    backends: tuple[str, ...],
+    *,
+    fn: str | None = None,
+    cpp_symbol: str | None = None,
+    cuda_symbol: str | None = None,
+    listed: bool = True,
+) -> HotOp:
+    """Declare (and, when ``listed``, register) the hot op ``name`` of the op package ``package``.
+
+    Backend ``b`` of ``backends`` runs ``<package>.<BACKEND_MODULES[b]>.<fn>`` (``fn`` defaults to
+    ``name``): ``reference.py`` for torch, imported now (plain torch), and ``cpp.py`` / ``cuda.py`` /
+    ``triton.py``, each imported when it first runs. ``listed=False``: a companion op (a backward run on
+    the backend its forward resolved) that ``dynadiff info`` does not list.
+    """
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        raise ValueError(f"hot op {name}: unknown backends {sorted(unknown)} (valid: {BACKENDS})")
+    fn = fn or name
+    impls = {
+        b: getattr(importlib.import_module(f"{package}.reference"), fn)
+        if b == "torch"
+        else lazy(f"{package}.{BACKEND_MODULES[b]}", fn)
+        for b in BACKENDS
+        if b in backends
+    }
+    op = HotOp(name=name, impls=impls, cpp_symbol=cpp_symbol, cuda_symbol=cuda_symbol)
+    return register(op) if listed else op
+
+
+def hot_ops() -> dict[str, HotOp]:
+    """Every registered hot op by name, sorted: imports each package of ``OP_MODULES`` by name, which
+    declares its ops (a no-op for those already imported)."""
+    for module in OP_MODULES:
+        importlib.import_module(f"dynadiff_fast.ops.{module}")
+    return dict(sorted(REGISTRY.items()))
+
+
 def usable_backends() -> dict[str, list[str]]:
     """op name -> backends usable right now on some device of this machine."""
-    import dynadiff_fast.ops  # noqa: F401 - importing registers every op
-
     devices = ["cpu"] + (["cuda"] if cuda_device_count() else [])
     out = {}
-    for name, op in sorted(REGISTRY.items()):
+    for name, op in hot_ops().items():
         seen: list[str] = []
         for dev in devices:
             seen += [b for b in op.usable(dev) if b not in seen]

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from dynadiff_fast import _backend
-from dynadiff_fast.ops.lbm_step import HOTOP, equilibrium, lbm_step, macroscopic, reference
+from dynadiff_fast.ops.lbm_step import OP, equilibrium, lbm_step, macroscopic, reference
 from dynadiff_fast.ops.lbm_step import _lbm_step_op as lbm_step_op
 
-HAS_CPP = HOTOP.unavailable_reason("cpp", "cpu") is None
+HAS_CPP = OP.unavailable_reason("cpp", "cpu") is None
 needs_cpp = pytest.mark.skipif(not HAS_CPP, reason="the C++ extension is not built")
 
 

@@ -7,7 +7,7 @@ from dynadiff_fast import _backend
 from dynadiff_fast.ops import ns_stage as op
 from dynadiff_fast.ops.ns_stage import reference
 
-BACKENDS = [b for b in ("cpp", "triton") if op.STAGE_OP.unavailable_reason(b, "cpu") is None]
+BACKENDS = [b for b in ("cpp", "triton") if op.OP.unavailable_reason(b, "cpu") is None]
 TOL = {torch.complex64: 2e-5, torch.complex128: 1e-12}
 
 

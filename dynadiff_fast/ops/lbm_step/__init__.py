@@ -18,7 +18,6 @@ import torch
 
 from dynadiff_fast import _backend
 from dynadiff_fast._tensor import as_tensor, check_tensor
-from dynadiff_fast.ops.lbm_step import cpp, cuda, reference
 from dynadiff_fast.ops.lbm_step.reference import (
     COLLISIONS,
     X_BOUNDARIES,
@@ -28,15 +27,14 @@ from dynadiff_fast.ops.lbm_step.reference import (
 )
 from dynadiff_fast.profiling import nvtx_range
 
-__all__ = ["lbm_step", "equilibrium", "macroscopic", "HOTOP", "COLLISIONS", "X_BOUNDARIES", "Y_BOUNDARIES"]
+__all__ = ["lbm_step", "equilibrium", "macroscopic", "OP", "COLLISIONS", "X_BOUNDARIES", "Y_BOUNDARIES"]
 
-HOTOP = _backend.register(
-    _backend.HotOp(
-        name="lbm_step",
-        impls={"torch": reference.lbm_step, "cpp": cpp.lbm_step, "cuda": cuda.lbm_step},
-        cpp_symbol="lbm_step_cpu",
-        cuda_symbol="lbm_step_cuda",
-    )
+OP = _backend.hot_op(
+    "lbm_step",
+    __name__,
+    ("torch", "cpp", "cuda"),
+    cpp_symbol="lbm_step_cpu",
+    cuda_symbol="lbm_step_cuda",
 )
 
 
@@ -54,7 +52,8 @@ def _lbm_step_op(
     y_boundary: str,
     backend: str,
 ) -> torch.Tensor:
-    return HOTOP.impls[backend](f, omega, solid, u_in, steps, collision, magic, smagorinsky, x_boundary, y_boundary)
+    fn = OP.impl(backend, f.device.type)
+    return fn(f, omega, solid, u_in, steps, collision, magic, smagorinsky, x_boundary, y_boundary)
 
 
 @_lbm_step_op.register_fake
@@ -145,7 +144,7 @@ def lbm_step(
         if backend not in ("auto", "torch"):
             raise TypeError(f"f: the {backend} backend stores float32; pass float32 or use backend='torch'")
         backend = "torch"
-    name = HOTOP.resolve(backend, f.device.type)
+    name = OP.resolve(backend, f.device.type)
     with nvtx_range("kernel/lbm_step"):
         return _lbm_step_op(
             f.contiguous(),

@@ -20,24 +20,9 @@ from dynadiff_fast._tensor import as_tensor, check_tensor
 from dynadiff_fast.ops.node_attention import reference
 from dynadiff_fast.profiling import nvtx_range
 
-
-def _triton_fwd(q, k, v):
-    from dynadiff_fast.ops.node_attention import triton as impl  # imports triton only when this runs
-
-    return impl.node_attention_fwd(q, k, v)
-
-
-def _torch_fwd(q, k, v):
-    return reference.node_attention(q, k, v).contiguous(), None
-
-
-OP = _backend.register(
-    _backend.HotOp(
-        "node_attention",
-        {"torch": _torch_fwd, "triton": _triton_fwd},
-        preference={"cpu": ("torch",), "cuda": ("triton", "torch")},
-    )
-)
+OP = _backend.hot_op("node_attention", __name__, ("torch", "triton"), fn="node_attention_fwd")
+# The backward runs on the backend the forward resolved; `dynadiff info` lists node_attention only.
+BACKWARD_OP = _backend.hot_op("node_attention_bwd", __name__, ("torch", "triton"), listed=False)
 
 
 @torch.library.custom_op("dynadiff::node_attention", mutates_args=())
@@ -76,11 +61,7 @@ def _attention_bwd_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) of node_attention."""
     with nvtx_range("kernel/node_attention_bwd"):
-        if backend == "triton":
-            from dynadiff_fast.ops.node_attention import triton as impl
-
-            return impl.node_attention_bwd(q, k, v, o, lse, do)
-        return tuple(g.contiguous() for g in reference.node_attention_backward(q, k, v, do))
+        return BACKWARD_OP.impl(backend, q.device.type)(q, k, v, o, lse, do)
 
 
 @_attention_bwd_op.register_fake

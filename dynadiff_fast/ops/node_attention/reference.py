@@ -14,6 +14,11 @@ def node_attention(q, k, v):
     return F.scaled_dot_product_attention(q, k, v)
 
 
+def node_attention_fwd(q, k, v):
+    """``(o, lse)`` like the Triton forward; the reference keeps no log-sum-exp (None)."""
+    return node_attention(q, k, v).contiguous(), None
+
+
 def node_attention_math(q, k, v):
     """The same, spelled out (used by the tests to pin down what scaled_dot_product_attention computes)."""
     s = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
@@ -29,3 +34,8 @@ def node_attention_backward(q, k, v, do):
     dp = do @ v.transpose(-1, -2)
     ds = p * (dp - (p * dp).sum(-1, keepdim=True))
     return (ds @ k) * scale, (ds.transpose(-1, -2) @ q) * scale, p.transpose(-1, -2) @ do
+
+
+def node_attention_bwd(q, k, v, o, lse, do):
+    """``node_attention_backward`` with the Triton backward's signature (``o`` and ``lse`` unused)."""
+    return tuple(g.contiguous() for g in node_attention_backward(q, k, v, do))

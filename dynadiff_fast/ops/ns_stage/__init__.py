@@ -40,36 +40,8 @@ from dynadiff_fast.profiling import nvtx_range
 COMPLEX = (torch.complex64, torch.complex128)
 REAL = (torch.float32, torch.float64)
 
-
-def _lazy(backend: str, fn: str):
-    def call(*args):
-        import importlib
-
-        return getattr(importlib.import_module(f"dynadiff_fast.ops.ns_stage.{backend}"), fn)(*args)
-
-    return call
-
-
-STAGE_OP = _backend.register(
-    _backend.HotOp(
-        name="ns_stage",
-        impls={"torch": reference.ns_stage, "cpp": _lazy("cpp", "ns_stage"), "triton": _lazy("triton", "ns_stage")},
-        cpp_symbol="ns_stage_cpu",
-        preference={"cpu": ("cpp", "torch"), "cuda": ("triton", "torch")},
-    )
-)
-ADVECTION_OP = _backend.register(
-    _backend.HotOp(
-        name="ns_advection",
-        impls={
-            "torch": reference.ns_advection,
-            "cpp": _lazy("cpp", "ns_advection"),
-            "triton": _lazy("triton", "ns_advection"),
-        },
-        cpp_symbol="ns_advection_cpu",
-        preference={"cpu": ("cpp", "torch"), "cuda": ("triton", "torch")},
-    )
-)
+OP = _backend.hot_op("ns_stage", __name__, ("torch", "cpp", "triton"), cpp_symbol="ns_stage_cpu")
+ADVECTION_OP = _backend.hot_op("ns_advection", __name__, ("torch", "cpp", "triton"), cpp_symbol="ns_advection_cpu")
 
 
 def check_stage_inputs(
@@ -127,7 +99,7 @@ def _ns_stage_op(
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     with nvtx_range("kernel/ns_stage"):
-        fn = STAGE_OP.impl(backend, nonlin_hat.device.type)
+        fn = OP.impl(backend, nonlin_hat.device.type)
         acc_out, nxt = fn(
             stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity, layout, width
         )
@@ -185,7 +157,7 @@ def ns_stage(
     check_stage_inputs(stage, *args, forcing, velocity, layout, width)
     if not isinstance(dt, (int, float)) or not dt > 0:
         raise ValueError(f"dt: must be a positive number, got {dt!r}")
-    resolved = STAGE_OP.resolve(backend, args[0].device.type)
+    resolved = OP.resolve(backend, args[0].device.type)
     args = [t.contiguous() for t in args]
     return _ns_stage_op(stage, *args, float(dt), _contig(forcing), bool(velocity), layout, width, resolved)
 
@@ -207,7 +179,7 @@ def bind(backend: str, device_type: str):
     operands once: the signatures of ``ns_stage``/``ns_advection`` minus ``backend`` (every argument
     positional and required), without the
     per-call checks and dispatch (~0.5 ms per call, as much as the work itself on small grids)."""
-    stage_impl = STAGE_OP.impl(backend, device_type)
+    stage_impl = OP.impl(backend, device_type)
     advection_impl = ADVECTION_OP.impl(backend, device_type)
 
     def stage_fn(stage, nonlin_hat, state_hat, acc, half_decay, kx, ky, mask, dt, forcing, velocity, layout, width):

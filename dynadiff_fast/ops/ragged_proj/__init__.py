@@ -25,43 +25,13 @@ import torch
 
 from dynadiff_fast import _backend
 from dynadiff_fast._tensor import as_tensor, check_tensor
-from dynadiff_fast.ops.ragged_proj import reference
 from dynadiff_fast.profiling import nvtx_range
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
-
-def _triton(name: str):
-    def call(*args, **kwargs):
-        from dynadiff_fast.ops.ragged_proj import triton as impl  # imports triton only when this runs
-
-        return getattr(impl, name)(*args, **kwargs)
-
-    return call
-
-
-_PREFERENCE = {"cpu": ("torch",), "cuda": ("triton", "torch")}
-PROJ = _backend.register(
-    _backend.HotOp(
-        "ragged_proj",
-        {"torch": reference.ragged_proj, "triton": _triton("ragged_proj")},
-        preference=dict(_PREFERENCE),
-    )
-)
-UNPROJ = _backend.register(
-    _backend.HotOp(
-        "ragged_unproj",
-        {"torch": reference.ragged_unproj, "triton": _triton("ragged_unproj")},
-        preference=dict(_PREFERENCE),
-    )
-)
-WGRAD = _backend.register(
-    _backend.HotOp(
-        "ragged_wgrad",
-        {"torch": reference.ragged_wgrad, "triton": _triton("ragged_wgrad")},
-        preference=dict(_PREFERENCE),
-    )
-)
+OP = _backend.hot_op("ragged_proj", __name__, ("torch", "triton"))
+UNPROJ_OP = _backend.hot_op("ragged_unproj", __name__, ("torch", "triton"))
+WGRAD_OP = _backend.hot_op("ragged_wgrad", __name__, ("torch", "triton"))
 
 
 # --- custom ops ---------------------------------------------------------------------------------
@@ -78,7 +48,7 @@ def _proj_op(
     backend: str,
 ) -> torch.Tensor:
     with nvtx_range("kernel/ragged_proj"):
-        impl = PROJ.impl(backend, values.device.type)
+        impl = OP.impl(backend, values.device.type)
         return impl(values, weight, node_offset, group_nodes, group_feats, bias)
 
 
@@ -94,7 +64,7 @@ def _unproj_op(
     backend: str,
 ) -> torch.Tensor:
     with nvtx_range("kernel/ragged_unproj"):
-        impl = UNPROJ.impl(backend, h.device.type)
+        impl = UNPROJ_OP.impl(backend, h.device.type)
         return impl(h, weight, node_offset, group_nodes, group_feats, num_values, bias)
 
 
@@ -108,7 +78,7 @@ def _wgrad_op(
     backend: str,
 ) -> torch.Tensor:
     with nvtx_range("kernel/ragged_wgrad"):
-        return WGRAD.impl(backend, values.device.type)(values, dy, node_offset, group_nodes, group_feats)
+        return WGRAD_OP.impl(backend, values.device.type)(values, dy, node_offset, group_nodes, group_feats)
 
 
 @_proj_op.register_fake
@@ -245,7 +215,7 @@ def ragged_proj(
         bias = _check_float(bias, "bias", 2, values)
         if tuple(bias.shape) != (gn[-1], weight.shape[1]):
             raise ValueError(f"bias: expected shape {(gn[-1], weight.shape[1])}, got {tuple(bias.shape)}")
-    _check_backend(PROJ, backend, values)  # a clear error before entering the custom op
+    _check_backend(OP, backend, values)  # a clear error before entering the custom op
     return _proj_op(values, weight, node_offset.contiguous(), gn, gf, bias, backend)
 
 
@@ -282,7 +252,7 @@ def ragged_unproj(
         bias = _check_float(bias, "bias", 1, h)
         if bias.shape[0] != gf[-1]:
             raise ValueError(f"bias: expected shape ({gf[-1]},), got {tuple(bias.shape)}")
-    _check_backend(UNPROJ, backend, h)
+    _check_backend(UNPROJ_OP, backend, h)
     return _unproj_op(h, weight, node_offset.contiguous(), gn, gf, num_values, bias, backend)
 
 

@@ -24,37 +24,16 @@ import torch
 
 from dynadiff_fast import _backend
 from dynadiff_fast._tensor import as_tensor, check_tensor
-from dynadiff_fast.ops.spectral_mix import reference
 from dynadiff_fast.profiling import nvtx_range
 
 COMPLEX = (torch.complex64, torch.complex128)
 
-
-def _cpp(x_ft, weight):
-    from dynadiff_fast.ops.spectral_mix import cpp
-
-    return cpp.spectral_mix(x_ft, weight)
-
-
-def _cuda(x_ft, weight):
-    from dynadiff_fast.ops.spectral_mix import cuda
-
-    return cuda.spectral_mix(x_ft, weight)
-
-
-def _triton(x_ft, weight):
-    from dynadiff_fast.ops.spectral_mix import triton
-
-    return triton.spectral_mix(x_ft, weight)
-
-
-OP = _backend.register(
-    _backend.HotOp(
-        name="spectral_mix",
-        impls={"torch": reference.spectral_mix, "cpp": _cpp, "cuda": _cuda, "triton": _triton},
-        cpp_symbol="spectral_mix_cpu",
-        cuda_symbol="spectral_mix_cuda",
-    )
+OP = _backend.hot_op(
+    "spectral_mix",
+    __name__,
+    ("torch", "cpp", "cuda", "triton"),
+    cpp_symbol="spectral_mix_cpu",
+    cuda_symbol="spectral_mix_cuda",
 )
 
 

@@ -1,1 +1,0 @@
-"""dynadiff_fast.pipeline"""
