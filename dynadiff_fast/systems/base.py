@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 from typing import Any, ClassVar
 
 import torch
@@ -132,9 +131,3 @@ class System(abc.ABC):
                 f"{self.name}: trajectory {i} ({env}) became non-finite at t={t:.4g}; "
                 "reduce the time step or move the parameters into the stable range"
             )
-
-
-def frames_and_substeps(dt_frame: float, dt_max: float) -> tuple[int, float]:
-    """Number of equal solver steps per saved frame so that each is <= ``dt_max``, and their size."""
-    k = max(1, math.ceil(dt_frame / dt_max - 1e-9))
-    return k, dt_frame / k

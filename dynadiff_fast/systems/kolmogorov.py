@@ -3,9 +3,10 @@
     d_t w + u . grad w = Re^-1 lap w - n cos(n y),     lap psi = -w,     u = (d_y psi, -d_x psi)
 
 param ``Re`` (one per environment row), ``n = forcing_wavenumber`` (3). Same solver as
-``navier_stokes.VorticitySystem`` (pseudo-spectral, 2/3 dealiasing, integrating-factor RK4,
-CFL-chosen step). The laminar fixed point is ``w = -(Re/n) cos(n y)`` (its advection vanishes),
-unstable at the paper's Re in [50, 250], so trajectories from random initial states become turbulent.
+``navier_stokes.VorticitySystem`` (pseudo-spectral, 2/3 dealiasing, the integrating-factor RK4 of
+``lawson.py`` with the viscous term ``-|k|^2 / Re`` exact, CFL-chosen step). The laminar fixed
+point is ``w = -(Re/n) cos(n y)`` (its advection vanishes), unstable at the paper's Re in
+[50, 250], so trajectories from random initial states become turbulent.
 """
 
 from __future__ import annotations

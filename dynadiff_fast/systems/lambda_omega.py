@@ -7,9 +7,10 @@ In ``z = u + i v``: ``z_t = mu lap z + (1 - (1 + i beta)|z|^2) z`` - a uniform s
 ``|z| = 1`` and rotates with angular speed ``-beta``; random states form spiral waves.
 
 Numerics: pseudo-spectral (rfft2) in space, 2/3 dealiasing of the reaction term (a cubic; its
-aliasing beyond 2/3 is below the float32 noise for these smooth fields), integrating-factor RK4
-with the diffusion exact (``spectral.py``; the stage combination is the fused ``ns_stage`` op with
-``velocity=False``). The explicit reaction sets the step: its Jacobian's spectral radius is below
+aliasing beyond 2/3 is below the float32 noise for these smooth fields), integrating-factor
+(Lawson) RK4, 4th order, with the diffusion exact (``lawson.py``: linear operator ``-mu |k|^2`` on
+both fields, nonlinear term the reaction, no forcing; the stage op runs with ``velocity=False``).
+The explicit reaction sets the step: its Jacobian's spectral radius is below
 ``rate = 1 + 3 sqrt(1 + beta^2) max|z|^2``, and ``dt * rate / RK4_REAL_LIMIT`` plays the role of the
 Courant number (``cfl`` / ``substeps`` as in ``navier_stokes``).
 
@@ -24,17 +25,15 @@ from typing import ClassVar
 
 import torch
 
-from dynadiff_fast.ops import ns_stage as ops
-from dynadiff_fast.profiling import nvtx_range
 from dynadiff_fast.systems import spectral
-from dynadiff_fast.systems.base import System
+from dynadiff_fast.systems.lawson import LawsonSolver, PseudoSpectralSystem
 
 # |dt * lambda| RK4 tolerates on the negative real axis.
 RK4_REAL_LIMIT = 2.78
 
 
 @dataclasses.dataclass(frozen=True)
-class LambdaOmega(System):
+class LambdaOmega(PseudoSpectralSystem):
     """Lambda-Omega system; params ``(beta,)``; saved channels u, v.
 
     Paper settings (Table 2): 64x64 on [-10, 10]^2, dt_frame 0.04, T 40, beta in [1.0, 1.5] (51).
@@ -48,6 +47,7 @@ class LambdaOmega(System):
     param_names: ClassVar[tuple[str, ...]] = ("beta",)
     channel_names: ClassVar[tuple[str, ...]] = ("u", "v")
     initial_channels: ClassVar[tuple[str, ...]] = ("u", "v")
+    step_range: ClassVar[str] = "sim/lambda_omega_step"
 
     resolution: int = 64
     length: float = 20.0
@@ -65,16 +65,9 @@ class LambdaOmega(System):
         spectral.validate_settings(self, ("length", "mu", "dt_frame", "cfl", "ic_tau", "ic_amplitude"))
 
     @property
-    def grid(self) -> tuple[int, int]:
-        return (self.resolution, self.resolution)
-
-    @property
     def domain(self) -> tuple[tuple[float, float], ...]:
         half = self.length / 2
         return ((-half, half), (-half, half))
-
-    def spectral_grid(self, device=None) -> spectral.SpectralGrid:
-        return spectral.SpectralGrid.build(self.grid, (self.length, self.length), spectral.dtype_of(self.dtype), device)
 
     @staticmethod
     def reaction_rate(beta: torch.Tensor, r2_max: torch.Tensor | float) -> torch.Tensor:
@@ -94,17 +87,8 @@ class LambdaOmega(System):
         z = z * (self.ic_amplitude / z.square().mean(dim=(-2, -1), keepdim=True).sqrt())
         return z.to(device=device, dtype=spectral.dtype_of(self.dtype))
 
-    def simulate(self, params, initial=None, n_frames=10, seed=0, backend="auto", device=None) -> torch.Tensor:
-        """One trajectory per row of ``params`` ``[n, 1]``: ``[n, n_frames + 1, 2, H, W]`` (u, v)."""
-        p = self.validate_params(params)
-        self.check_frames(n_frames)
-        spectral.check_backend(backend)
-        dev = spectral.resolve_device(device, initial)
-        if initial is None:
-            z0, burn_in = self.random_initial(p.shape[0], seed, dev), self.burn_in
-        else:
-            z0, burn_in = spectral.check_initial(self, initial, p.shape[0]).to(dev), 0.0
-        return spectral.run_frames(_LambdaOmegaSolver(self, p, dev, backend, z0), burn_in, self.dt_frame, n_frames)
+    def make_solver(self, params, device, backend, initial) -> LawsonSolver:
+        return _LambdaOmegaSolver(self, params, device, backend, initial)
 
 
 def reaction(z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -115,62 +99,28 @@ def reaction(z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     return torch.stack([a * u + b * v, a * v - b * u], dim=1)
 
 
-class _LambdaOmegaSolver:
-    """Spectral operators and the running state (``[n, 2, H, Wr]`` spectrum of u, v) of one call."""
+class _LambdaOmegaSolver(LawsonSolver):
+    """The Lambda-Omega equation for the Lawson stepper; ``state`` is the ``[n, 2, H, Wr]`` spectrum of u, v."""
 
     def __init__(self, system: LambdaOmega, params: torch.Tensor, device, backend: str, z0: torch.Tensor):
-        self.system, self.params = system, params
-        self.grid = g = system.spectral_grid(device)
-        self.kx, self.ky = g.kx[0].contiguous(), g.ky[:, 0].contiguous()
         self.beta = params[:, 0].to(device=device, dtype=z0.dtype)[:, None, None]
-        self._decay: tuple[float, torch.Tensor] | None = None
-        self.state = torch.fft.rfft2(z0) * g.mask
-        self.phys = torch.fft.irfft2(self.state, s=g.shape)
-        ops.ns_stage(1, self.state, self.state, self.state, self.half_decay(1.0), self.kx, self.ky, g.mask, 1.0,
-                     None, False, backend=backend)  # fmt: skip
-        self.stage_fn, _ = ops.bind(backend, self.state.device.type)
+        super().__init__(system, params, device, backend, z0)
 
-    def half_decay(self, dt: float) -> torch.Tensor:
-        if self._decay is None or self._decay[0] != dt:
-            self._decay = (dt, self.grid.integrating_factor(torch.tensor([self.system.mu]), dt))
-        return self._decay[1]
+    def diffusivity(self) -> torch.Tensor:
+        # torch's default dtype (float32) rounds mu before the float64 exponential; kept as the
+        # trajectories generated so far were.
+        return torch.tensor([self.system.mu])
+
+    def nonlinear(self, fields: torch.Tensor) -> torch.Tensor:
+        return reaction(fields, self.beta)
+
+    def courant_rate(self) -> torch.Tensor:
+        r2_max = self.phys.square().sum(dim=1).amax(dim=(-2, -1)).to(torch.float64)
+        return LambdaOmega.reaction_rate(self.params[:, 0].to(r2_max.device), r2_max)
 
     def frame(self) -> torch.Tensor:
+        """Saved channels ``[n, 2, H, W]``: u, v (the stage input fields, in the "half" layout)."""
         return self.phys
-
-    def advance(self, duration: float, t: float) -> torch.Tensor:
-        r2_max = self.phys.square().sum(dim=1).amax(dim=(-2, -1)).to(torch.float64)
-        rate = LambdaOmega.reaction_rate(self.params[:, 0].to(r2_max.device), r2_max)
-        k = spectral.choose_substeps(self.system, rate, duration, t, self.params)
-        dt = duration / k
-        E = self.half_decay(dt)
-        for _ in range(k):
-            with nvtx_range("sim/lambda_omega_step"):
-                self.step(E, dt)
-        self.system.check_finite_state(self.phys, self.params, t)
-        return self.phys
-
-    def step(self, E: torch.Tensor, dt: float) -> None:
-        acc = self.state  # not read by stage 1
-        for stage in (1, 2, 3, 4):
-            q_hat = torch.fft.rfft2(reaction(self.phys, self.beta))
-            acc, nxt = self.stage_fn(
-                stage,
-                q_hat,
-                self.state,
-                acc,
-                E,
-                self.kx,
-                self.ky,
-                self.grid.mask,
-                dt,
-                None,
-                False,
-                "half",
-                self.grid.shape[1],
-            )
-            self.phys = torch.fft.irfft2(nxt, s=self.grid.shape)
-        self.state = acc
 
 
 __all__ = ["LambdaOmega", "reaction"]

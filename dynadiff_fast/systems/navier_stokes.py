@@ -7,9 +7,10 @@ forced system (App. B, after Li et al. 2021 / Kirchmeyer et al. 2022) on ``[0, 1
 
     f = A (sin(2 pi (x + y + s)) + cos(2 pi (x + y + s)))          params (A, s)
 
-Numerics (see ``spectral.py``): rfft2 pseudo-spectral, 2/3 dealiasing of the advection term,
-integrating-factor RK4 (viscosity exact), forcing precomputed in Fourier space. One RK4 stage is
-``inverse FFT -> ns_advection -> rfft2 -> ns_stage`` (the fused ops of ``dynadiff_fast.ops.ns_stage``).
+Numerics (the stepper is ``lawson.py``): rfft2 pseudo-spectral, 2/3 dealiasing of the advection
+term (quadratic, so the 2/3 rule removes its aliasing exactly), integrating-factor (Lawson) RK4, 4th
+order, with the viscous term ``-nu |k|^2`` exact and the forcing precomputed in Fourier space. One RK4
+stage is ``inverse FFT -> ns_advection -> rfft2 -> ns_stage`` (the fused ops of ``dynadiff_fast.ops.ns_stage``).
 The step is chosen per saved frame from the advective Courant number
 ``C = dt (max|u|/dx + max|v|/dy) <= cfl`` (the same dt for the whole batch), or fixed by
 ``substeps``; then a frame whose Courant number exceeds ``spectral.COURANT_LIMIT`` raises
@@ -28,14 +29,13 @@ from typing import ClassVar
 
 import torch
 
-from dynadiff_fast.ops import ns_stage as ops
-from dynadiff_fast.profiling import nvtx_range
 from dynadiff_fast.systems import spectral
-from dynadiff_fast.systems.base import SolverInstability, System
+from dynadiff_fast.systems.base import SolverInstability
+from dynadiff_fast.systems.lawson import LawsonSolver, PseudoSpectralSystem
 
 
 @dataclasses.dataclass(frozen=True)
-class VorticitySystem(System):
+class VorticitySystem(PseudoSpectralSystem):
     """Shared settings and solver of the vorticity-form systems.
 
     Settings:
@@ -74,15 +74,6 @@ class VorticitySystem(System):
         """Forcing field ``[n or 1, H, W]`` float64 on the CPU."""
         raise NotImplementedError
 
-    # ---- geometry --------------------------------------------------------------------------------
-    @property
-    def grid(self) -> tuple[int, int]:
-        return (self.resolution, self.resolution)
-
-    def spectral_grid(self, device=None) -> spectral.SpectralGrid:
-        (x0, x1), (y0, y1) = self.domain
-        return spectral.SpectralGrid.build(self.grid, (y1 - y0, x1 - x0), spectral.dtype_of(self.dtype), device)
-
     # ---- stability -------------------------------------------------------------------------------
     def check_stability(self, params: torch.Tensor) -> None:
         """Viscosity must be positive. The advective (CFL) limit depends on the state, not only on the
@@ -103,110 +94,48 @@ class VorticitySystem(System):
         w = spectral.gaussian_random_field(n, self.spectral_grid(), self.ic_alpha, self.ic_tau, generator=gen)
         return w.to(device=device, dtype=spectral.dtype_of(self.dtype))
 
-    # ---- simulation ------------------------------------------------------------------------------
-    def simulate(self, params, initial=None, n_frames=10, seed=0, backend="auto", device=None) -> torch.Tensor:
-        """One trajectory per row of ``params`` ``[n, P]``: ``[n, n_frames + 1, 3, H, W]``
-        (vorticity, u, v). ``initial [n, 1, H, W]`` vorticity, or None for seeded random states
-        followed by ``burn_in``."""
-        p = self.validate_params(params)
-        self.check_frames(n_frames)
-        spectral.check_backend(backend)
-        dev = spectral.resolve_device(device, initial)
-        if initial is None:
-            w0, burn_in = self.random_initial(p.shape[0], seed, dev), self.burn_in
-        else:
-            w0, burn_in = spectral.check_initial(self, initial, p.shape[0]).to(dev), 0.0
-        return spectral.run_frames(_VorticitySolver(self, p, dev, backend, w0), burn_in, self.dt_frame, n_frames)
+    def make_solver(self, params, device, backend, initial) -> LawsonSolver:
+        return _VorticitySolver(self, params, device, backend, initial)
 
 
-class _VorticitySolver:
-    """Spectral operators and the running state of one ``simulate`` call (one batch of environments).
+class _VorticitySolver(LawsonSolver):
+    """The vorticity equation for the Lawson stepper; ``state`` is the vorticity spectrum ``[n, 1, H, Wr]``.
 
-    ``state`` is the dealiased vorticity spectrum ``[n, 1, H, Wr]``; ``phys`` its physical
-    ``(u, v, w_x, w_y)``, which the next RK4 stage consumes first: real ``[n, 4, H, W]`` ("half"
-    layout), or complex ``[n, 2, H, W]`` = ``(u - i v, w_x - i w_y)`` ("packed", see ``ops.ns_stage``).
+    The stage hands the advection its physical ``(u, v, w_x, w_y)``: real ``[n, 4, H, W]`` ("half"),
+    or complex ``[n, 2, H, W]`` = ``(u - i v, w_x - i w_y)`` ("packed", see ``ops.ns_stage``).
     """
 
-    def __init__(self, system: VorticitySystem, params: torch.Tensor, device, backend: str, w0: torch.Tensor):
-        self.system, self.params = system, params
-        self.grid = g = system.spectral_grid(device)
-        self.kx, self.ky = g.kx[0].contiguous(), g.ky[:, 0].contiguous()
-        self.nu = system.diffusivity(params).to(device)
-        f_hat = torch.fft.rfft2(system.forcing(params).to(device)) * g.mask.to(torch.float64)
-        self.forcing = f_hat[:, None].to(spectral.complex_of(g.k2.dtype))
-        self._decay: tuple[float, torch.Tensor] | None = None
-        self.state = torch.fft.rfft2(w0) * g.mask
-        # The fused CPU kernel hands the FFTs the packed layout (one forward complex FFT per stage
-        # instead of four real inverse ones); the reference and the GPU keep the rfft2 half spectra.
-        self.layout = "packed" if ops.STAGE_OP.resolve(backend, self.state.device.type) == "cpp" else "half"
-        spec = ops.velocity_spectra(self.state, self.kx, self.ky)
-        self.phys = self.to_physical(ops.reference.pack(spec, g.shape[1]) if self.layout == "packed" else spec)
-        # Validate the operands once through the public op, then run the resolved kernels directly.
-        ops.ns_stage(1, self.state, self.state, self.state, self.half_decay(1.0), self.kx, self.ky, g.mask, 1.0,
-                     self.forcing, True, self.layout, g.shape[1], backend)  # fmt: skip
-        self.stage_fn, self.advection_fn = ops.bind(backend, self.state.device.type)
+    velocity = True
+    # The fused CPU kernel hands the FFTs the packed layout (one forward complex FFT per stage
+    # instead of four real inverse ones); the reference and the GPU keep the rfft2 half spectra.
+    cpp_layout = "packed"
 
-    def to_physical(self, spec: torch.Tensor) -> torch.Tensor:
-        if self.layout == "packed":
-            return torch.fft.fft2(spec)
-        return torch.fft.irfft2(spec, s=self.grid.shape)
+    def diffusivity(self) -> torch.Tensor:
+        return self.system.diffusivity(self.params).to(self.device)
 
-    def velocity(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def forcing_hat(self) -> torch.Tensor:
+        g = self.grid
+        f_hat = torch.fft.rfft2(self.system.forcing(self.params).to(self.device)) * g.mask.to(torch.float64)
+        return f_hat[:, None].to(spectral.complex_of(g.k2.dtype))
+
+    def nonlinear(self, fields: torch.Tensor) -> torch.Tensor:
+        return self.advection_fn(fields)
+
+    def velocity_field(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Physical ``(u, v)`` of the current state, each ``[n, H, W]``."""
         if self.layout == "packed":
             return self.phys[:, 0].real, -self.phys[:, 0].imag
         return self.phys[:, 0], self.phys[:, 1]
 
-    def half_decay(self, dt: float) -> torch.Tensor:
-        if self._decay is None or self._decay[0] != dt:  # the automatic step rarely changes
-            self._decay = (dt, self.grid.integrating_factor(self.nu, dt))
-        return self._decay[1]
+    def courant_rate(self) -> torch.Tensor:
+        """``max|u|/dx + max|v|/dy`` per row of the current state."""
+        dy, dx = self.grid.spacing
+        u, v = self.velocity_field()
+        return u.abs().amax(dim=(-2, -1)) / dx + v.abs().amax(dim=(-2, -1)) / dy
 
     def frame(self) -> torch.Tensor:
         """Saved channels ``[n, 3, H, W]``: vorticity, u, v."""
-        return torch.stack([torch.fft.irfft2(self.state[:, 0], s=self.grid.shape), *self.velocity()], dim=1)
-
-    def courant_rate(self) -> torch.Tensor:
-        """Per-row Courant number per unit step, ``max|u|/dx + max|v|/dy``, of the current state."""
-        dy, dx = self.grid.spacing
-        u, v = self.velocity()
-        return u.abs().amax(dim=(-2, -1)) / dx + v.abs().amax(dim=(-2, -1)) / dy
-
-    def advance(self, duration: float, t: float) -> torch.Tensor:
-        """Integrate ``duration`` time units (ending at time ``t``); returns the saved frame."""
-        k = spectral.choose_substeps(self.system, self.courant_rate(), duration, t, self.params)
-        dt = duration / k
-        E = self.half_decay(dt)
-        for _ in range(k):
-            with nvtx_range(self.system.step_range):
-                self.step(E, dt)
-        frame = self.frame()
-        self.system.check_finite_state(frame, self.params, t)
-        return frame
-
-    def step(self, E: torch.Tensor, dt: float) -> None:
-        """One Lawson-RK4 step of ``state`` (4 x: inverse FFT -> advection -> rfft2 -> fused stage)."""
-        acc = self.state  # not read by stage 1
-        W = self.grid.shape[1]
-        for stage in (1, 2, 3, 4):
-            q_hat = torch.fft.rfft2(self.advection_fn(self.phys))
-            acc, spec = self.stage_fn(
-                stage,
-                q_hat,
-                self.state,
-                acc,
-                E,
-                self.kx,
-                self.ky,
-                self.grid.mask,
-                dt,
-                self.forcing,
-                True,
-                self.layout,
-                W,
-            )
-            self.phys = self.to_physical(spec)
-        self.state = acc
+        return torch.stack([torch.fft.irfft2(self.state[:, 0], s=self.grid.shape), *self.velocity_field()], dim=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,21 +3,12 @@
 Fields live on a periodic ``[H, W]`` grid (y along H, x along W) and in Fourier space as the
 ``torch.fft.rfft2`` half spectrum ``[..., H, W//2 + 1]``. Angular wavenumbers ``k = 2 pi m / L``.
 
-Time stepping: the systems are semilinear, ``d u_hat/dt = L u_hat + N(u_hat)`` with a diagonal
-linear part ``L = -nu |k|^2``. We integrate with the integrating-factor (Lawson) RK4 scheme
-(4th order, diffusion treated exactly so only the explicit part ``N`` limits the step):
-
-    E = exp(L dt / 2)
-    k1 = N(v)
-    k2 = N(E (v + dt/2 k1))
-    k3 = N(E v + dt/2 k2)
-    k4 = N(E^2 v + dt E k3)
-    v' = E^2 v + dt/6 (E^2 k1 + 2 E k2 + 2 E k3 + k4)
-
-The stage combination (and, for vorticity, the velocity/gradient spectra of the next stage) is the
-fused hot op ``dynadiff_fast.ops.ns_stage``; this module holds the rest: wavenumbers, the 2/3
-dealiasing mask, the Poisson solve, the integrating factor, and Gaussian random fields for
-initial conditions.
+Time stepping (``lawson.py``): the systems are semilinear, ``d u_hat/dt = L u_hat + N(u_hat)`` with
+a diagonal linear part ``L = -nu |k|^2``, integrated by the integrating-factor (Lawson) RK4 scheme,
+whose stage combination is the fused hot op ``dynadiff_fast.ops.ns_stage``. This module holds the
+rest: wavenumbers, the 2/3 dealiasing mask, the Poisson solve, the integrating factor, Gaussian
+random fields for initial conditions, and the setting, step-size and frame-loop checks the systems
+share.
 """
 
 from __future__ import annotations
@@ -111,12 +102,6 @@ class SpectralGrid:
     def spacing(self) -> tuple[float, float]:
         """Grid spacing ``(dy, dx)``."""
         return self.lengths[0] / self.shape[0], self.lengths[1] / self.shape[1]
-
-    def rfft(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.fft.rfft2(x)
-
-    def irfft(self, x_hat: torch.Tensor) -> torch.Tensor:
-        return torch.fft.irfft2(x_hat, s=self.shape)
 
     def integrating_factor(self, diffusivity: torch.Tensor, dt: float) -> torch.Tensor:
         """``E = exp(-diffusivity |k|^2 dt/2)`` ``[n, 1, H, W//2+1]`` for ``diffusivity [n]`` (per row)."""

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from dynadiff_fast.ops.lbm_step import HOTOP
+from dynadiff_fast.ops.lbm_step import OP
 from dynadiff_fast.systems import get_system
 from dynadiff_fast.systems.base import SolverInstability
 from dynadiff_fast.systems.cylinder_flow import REFERENCE_REFINE, CylinderFlow
 
-HAS_CPP = HOTOP.unavailable_reason("cpp", "cpu") is None
+HAS_CPP = OP.unavailable_reason("cpp", "cpu") is None
 
 # A small channel (64 x 32 saved, lattice = saved grid) keeps every test about a second on one core.
 SMALL = dict(width=64, height=32, refine=1, burn_in=0)

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from dynadiff_fast.ops.ns_stage import STAGE_OP
+from dynadiff_fast.ops.ns_stage import OP
 from dynadiff_fast.systems import get_system
 from dynadiff_fast.systems.base import SolverInstability
 from dynadiff_fast.systems.kolmogorov import Kolmogorov
 
 F64 = dict(resolution=16, dtype="float64")
-FAST_BACKENDS = [b for b in ("cpp", "triton") if STAGE_OP.unavailable_reason(b, "cpu") is None]
+FAST_BACKENDS = [b for b in ("cpp", "triton") if OP.unavailable_reason(b, "cpu") is None]
 
 
 def test_interface_and_paper_defaults():
