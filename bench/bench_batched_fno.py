@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from dynadiff_fast._bench import report
+from dynadiff_fast.experts.batched_fno import BatchedFNO
 from dynadiff_fast.experts.configs import ExpertConfig
-from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+from dynadiff_fast.stages.bench import report
 
 HBM = 3.35e12
 

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 
-from dynadiff_fast._bench import report
+from dynadiff_fast.stages.bench import report
 
 TARGET = 2.5
 
@@ -28,7 +28,7 @@ TARGET = 2.5
 WORKLOADS = {
     "fno": (
         "from dynadiff_fast.experts.configs import ExpertConfig\n"
-        "from dynadiff_fast.weightspace.batched_fno import BatchedFNO\n"
+        "from dynadiff_fast.experts.batched_fno import BatchedFNO\n"
         "cfg = ExpertConfig(in_channels=3, out_channels=3, hidden_channels=32, n_modes=(8, 8))\n"
         "torch.manual_seed(0)\n"
         "m = BatchedFNO.from_modules([cfg.build() for _ in range(16)]).eval()\n"
@@ -37,7 +37,7 @@ WORKLOADS = {
     ),
     "fno_train": (
         "from dynadiff_fast.experts.configs import ExpertConfig\n"
-        "from dynadiff_fast.weightspace.batched_fno import BatchedFNO\n"
+        "from dynadiff_fast.experts.batched_fno import BatchedFNO\n"
         "cfg = ExpertConfig(in_channels=3, out_channels=3, hidden_channels=16, n_modes=(8, 8))\n"
         "torch.manual_seed(0)\n"
         "m = BatchedFNO.from_modules([cfg.build() for _ in range(16)])\n"

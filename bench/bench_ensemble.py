@@ -26,11 +26,11 @@ import time
 
 import torch
 
-from dynadiff_fast._bench import report
 from dynadiff_fast.data.presets import get_preset
+from dynadiff_fast.experts.batched_fno import BatchedFNO
 from dynadiff_fast.experts.configs import expert_config
 from dynadiff_fast.experts.ensemble import rollout_ensemble
-from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+from dynadiff_fast.stages.bench import report
 
 
 def flops_per_sample_step(cfg, h: int, w: int) -> float:

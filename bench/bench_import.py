@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import sys
 
-from dynadiff_fast._bench import report
+from dynadiff_fast.stages.bench import report
 
 
 def _time(code: str, repeats: int) -> float:

@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from dynadiff_fast._bench import report
-from dynadiff_fast.ops.lbm_step import HOTOP, equilibrium, lbm_step
+from dynadiff_fast.ops.lbm_step import OP, equilibrium, lbm_step
+from dynadiff_fast.stages.bench import report
 
 HBM = 3.35e12
 BYTES_PER_UPDATE = 2 * 9 * 4 + 1
@@ -72,7 +72,7 @@ def main() -> None:
         f"bytes model: {BYTES_PER_UPDATE} B/update -> H100 roofline {HBM / BYTES_PER_UPDATE / 1e6:,.0f} MLUPS "
         f"(FP32 compute bound ~{67e12 / FLOP_PER_UPDATE / 1e6:,.0f} MLUPS)"
     )
-    has_cpp = HOTOP.unavailable_reason("cpp", "cpu") is None
+    has_cpp = OP.unavailable_reason("cpp", "cpu") is None
     torch_steps, cpp_steps = 4, 40
     for label, kw in (
         ("TRT", dict(collision="trt")),

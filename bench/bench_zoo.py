@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from dynadiff_fast._bench import report
+from dynadiff_fast.stages.bench import report
 
 H100_FP32_FLOPS = 67e12  # ~67 TFLOP/s FP32 CUDA cores
 H100_HBM_BYTES = 3.35e12  # 3.35 TB/s
@@ -53,8 +53,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from dynadiff_fast.experts import train as tr
+    from dynadiff_fast.experts.batched_fno import BatchedFNO
     from dynadiff_fast.experts.configs import expert_config
-    from dynadiff_fast.weightspace.batched_fno import BatchedFNO
 
     cfg = expert_config("kolmogorov", args.preset, in_channels=args.channels, out_channels=args.channels)
     torch.manual_seed(0)

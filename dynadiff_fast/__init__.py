@@ -12,12 +12,12 @@ __version__ = "0.1.0"
 
 # Public names resolved lazily (PEP 562) so `import dynadiff_fast` costs almost nothing over torch.
 _LAZY = {
-    "info": "dynadiff_fast._info",
+    "info": "dynadiff_fast.stages.info",
     "DynaDiff": "dynadiff_fast.generative.dynadiff",
     "get_system": "dynadiff_fast.systems",
     "list_systems": "dynadiff_fast.systems",
     "make_expert": "dynadiff_fast.experts",
-    "BatchedFNO": "dynadiff_fast.weightspace",
+    "BatchedFNO": "dynadiff_fast.experts",
     "WeightGraph": "dynadiff_fast.weightspace",
     "evaluate_experts": "dynadiff_fast.experts",
 }

@@ -1,7 +1,7 @@
 """The ``dynadiff`` command line.
 
-Every command is a ``Command``: a frozen config dataclass plus a ``run(cfg)`` function, defined in
-the module that owns the work. The CLI imports only the module of the command being run (so
+Every command is a stage (``dynadiff_fast/stages/``) whose module defines ``COMMAND``: a frozen config
+dataclass plus a ``run(cfg)`` function. The CLI imports only the module of the command being run (so
 ``dynadiff --help`` is fast), turns the config's top-level fields into ``--flags``, and adds
 ``--config FILE`` (YAML/TOML) and ``--set key.sub=value`` overrides. It prints the resolved config;
 commands save it beside their outputs with ``dynadiff_fast.config.save_resolved``.
@@ -20,36 +20,30 @@ import linecache
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from dynadiff_fast import config as config_mod
 
-
-@dataclass(frozen=True)
-class Command:
-    help: str
-    config: type
-    run: Callable[[Any], int | None]
-    description: str = ""
+if TYPE_CHECKING:
+    from dynadiff_fast.stages.common import Command
 
 
-# command words -> (module, help). The module defines COMMAND: Command.
+# command words -> (stage module, its one-line help). The module defines COMMAND: stages.common.Command.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("info",): ("dynadiff_fast._info", "print build, device and backend facts"),
-    ("simulate",): ("dynadiff_fast.data.simulate", "simulate a system's environments into an HDF5 dataset"),
-    ("import",): ("dynadiff_fast.data.gridded", "import gridded NetCDF/Zarr data (ERA5) as region environments"),
-    ("zoo", "build"): ("dynadiff_fast.experts.zoo_build", "pretrain the base expert and fine-tune the expert zoo"),
-    ("train", "vae"): ("dynadiff_fast.generative.train_vae", "train the weight VAE on a zoo"),
-    ("train", "dit"): ("dynadiff_fast.generative.train_dit", "train the latent DiT + prompter"),
-    ("train", "all"): ("dynadiff_fast.generative.train_all", "train the VAE, then the DiT"),
-    ("generate",): ("dynadiff_fast.generative.generate_cli", "generate expert weights from observed frames"),
-    ("evaluate",): ("dynadiff_fast.eval.evaluate_cli", "evaluate DynaDiff and the baselines on a dataset"),
-    ("demo",): ("dynadiff_fast.pipeline.demo", "the whole pipeline on a small preset (the main job)"),
-    ("benchmark",): ("dynadiff_fast.pipeline.benchmark", "the pipeline over several seeds, with statistics"),
-    ("bench",): ("dynadiff_fast._bench", "run the benchmarks in bench/ (kernel and solver speed)"),
+    ("info",): ("dynadiff_fast.stages.info", "print build, device and backend facts"),
+    ("simulate",): ("dynadiff_fast.stages.simulate", "simulate a system's environments into an HDF5 dataset"),
+    ("import",): ("dynadiff_fast.stages.import_data", "import gridded NetCDF/Zarr data (ERA5) as region environments"),
+    ("zoo", "build"): ("dynadiff_fast.stages.zoo", "pretrain the base expert and fine-tune the expert zoo"),
+    ("train", "vae"): ("dynadiff_fast.stages.train_vae", "train the weight VAE on a zoo"),
+    ("train", "dit"): ("dynadiff_fast.stages.train_dit", "train the latent DiT + prompter"),
+    ("train", "all"): ("dynadiff_fast.stages.train_all", "train the VAE, then the DiT"),
+    ("generate",): ("dynadiff_fast.stages.generate", "generate expert weights from observed frames"),
+    ("evaluate",): ("dynadiff_fast.stages.evaluate", "evaluate DynaDiff and the baselines on a dataset"),
+    ("demo",): ("dynadiff_fast.stages.demo", "the whole pipeline on a small preset (the main job)"),
+    ("benchmark",): ("dynadiff_fast.stages.benchmark", "the pipeline over several seeds, with statistics"),
+    ("bench",): ("dynadiff_fast.stages.bench", "run the benchmarks in bench/ (kernel and solver speed)"),
 }
 
 
@@ -84,9 +78,10 @@ def _yaml_value(text: str) -> Any:
 
 
 def build_parser(words: Sequence[str], cmd: Command) -> argparse.ArgumentParser:
+    _, help_text = COMMANDS[tuple(words)]
     p = argparse.ArgumentParser(
         prog="dynadiff " + " ".join(words),
-        description=cmd.description or cmd.help,
+        description=cmd.description or help_text,
     )
     p.add_argument("--config", default=None, help="YAML or TOML file with config values")
     p.add_argument(

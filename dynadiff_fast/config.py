@@ -115,6 +115,10 @@ def build(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
+# The scales every stage has a preset for: tiny (tests, one CPU core), bench (the informative CPU benchmark),
+# small (a GPU workstation), paper (the paper's settings). Each stage keeps its own name -> settings table.
+PRESETS = ("tiny", "bench", "small", "paper")
+
 _SCALARS = (bool, int, float, str, type(None))
 
 

@@ -131,7 +131,7 @@ class Timer:
 def batched(cfg, stacked: Stacked):
     """A ``BatchedFNO`` / ``BatchedMLP`` (eval mode, its own trainable parameters) holding ``stacked`` weights
     ``{key: [E, ...]}``."""
-    from dynadiff_fast.weightspace.stacked import experts_type
+    from dynadiff_fast.experts.stacked import experts_type
 
     return experts_type(cfg)(cfg, {k: v.detach().clone() for k, v in stacked.items()}).eval()
 

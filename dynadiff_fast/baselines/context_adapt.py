@@ -23,7 +23,7 @@ CONTEXT_LR = 1e-2  # contexts are few, low-dimensional numbers: a larger step th
 
 def contextual(cfg, theta: Stacked, hyper: Stacked, xi: torch.Tensor):
     """``BatchedFNO`` of ``len(xi)`` experts with weights ``θ + W ξ_e`` (differentiable in all three)."""
-    from dynadiff_fast.weightspace.stacked import experts_type
+    from dynadiff_fast.experts.stacked import experts_type
 
     w = {k: theta[k][None] + torch.einsum("ed,d...->e...", xi.to(hyper[k].dtype), hyper[k]) for k in theta}
     return experts_type(cfg).from_stacked(cfg, w)

@@ -7,9 +7,6 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "EnvDataset": "dataset",
-        "SimulateConfig": "simulate",
-        "make_dataset": "simulate",
-        "simulate_dataset": "simulate",
         "ImportConfig": "gridded",
         "import_dataset": "gridded",
         "import_gridded": "gridded",

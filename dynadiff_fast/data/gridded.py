@@ -73,7 +73,6 @@ import torch
 
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import io, progress
-from dynadiff_fast.cli import Command
 from dynadiff_fast.data import dataset as ds_mod
 from dynadiff_fast.data.environments import split_environments
 
@@ -818,17 +817,3 @@ def import_gridded(cfg: ImportConfig) -> Path:
         config_mod.save_resolved(cfg, out.with_suffix(".config.yaml"), seed=cfg.seed, seconds=seconds)
         log.info("wrote %s in %.1f s", out, seconds)
         return out
-
-
-def _run(cfg: ImportConfig) -> int:
-    path = import_gridded(cfg)
-    with ds_mod.EnvDataset(path) as ds:
-        print(ds)
-    return 0
-
-
-COMMAND = Command(
-    help="import gridded NetCDF/Zarr data (ERA5) as region environments",
-    config=ImportConfig,
-    run=_run,
-)

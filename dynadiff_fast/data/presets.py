@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-PRESETS = ("tiny", "bench", "small", "paper")
+from dynadiff_fast.config import PRESETS
 
 
 @dataclass(frozen=True)

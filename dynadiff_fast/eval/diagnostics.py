@@ -189,7 +189,7 @@ def latent_diagnostics(
 ) -> dict[str, Any]:
     """Distances of generated latents to each environment's true zoo centroid vs the other environments'
     (module docstring: d_gen, d_between, ratio, nearest_zoo_env, snapped), per environment and per seen/unseen."""
-    from dynadiff_fast.generative.train_dit import encode_zoo
+    from dynadiff_fast.generative.vae import encode_zoo
 
     obs = dd.check_obs(obs)
     N, m = obs.shape[0], dd.model

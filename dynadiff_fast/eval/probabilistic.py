@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dynadiff_fast.eval.metrics import (
+from dynadiff_fast.metrics import (
     crps_ensemble,
     ensemble_spread_error,
     pit_coverage,

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dynadiff_fast.eval.metrics import rmse, ssim
 from dynadiff_fast.experts.evaluate import prefix_error  # noqa: F401  (the one prefix score, re-exported)
+from dynadiff_fast.metrics import rmse, ssim
 from dynadiff_fast.profiling import nvtx_range
 
 DOMAINS = ("in_domain", "out_domain")

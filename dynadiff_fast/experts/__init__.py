@@ -1,4 +1,5 @@
-"""Experts: neuraloperator FNO configs per system/preset, batched evaluation, and the model zoo."""
+"""Experts: neuraloperator FNO configs per system/preset, batched evaluation (BatchedFNO, BatchedMLP: E experts
+run as one module), and the model zoo."""
 
 from dynadiff_fast._lazy import lazy_exports
 
@@ -9,5 +10,9 @@ __getattr__ = lazy_exports(
         "expert_config": "configs",
         "evaluate_experts": "evaluate",
         "Zoo": "zoo",
+        "BatchedFNO": "batched_fno",
+        "BatchedMLP": "batched_mlp",
+        "StackedExperts": "stacked",
+        "experts_type": "stacked",
     },
 )

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynadiff_fast.experts.configs import ExpertConfig
+from dynadiff_fast.experts.stacked import StackedExperts
 from dynadiff_fast.ops.spectral_mix import spectral_mix
-from dynadiff_fast.weightspace.stacked import StackedExperts
 
 # Bytes of the widest activation of one chunk of experts in a batched forward. Chunks this size
 # (measured on one core, bench/bench_batched_fno.py) amortise the per-op overhead over many small

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from dynadiff_fast.experts.configs import MLPExpert, MLPExpertConfig
-from dynadiff_fast.weightspace.stacked import StackedExperts
+from dynadiff_fast.experts.stacked import StackedExperts
 
 
 @functools.lru_cache(maxsize=32)

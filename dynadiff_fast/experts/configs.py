@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRESETS = ("tiny", "bench", "small", "paper")
+from dynadiff_fast.config import PRESETS
+
 SKIP_TYPES = ("linear", "identity", "soft-gating", None)
 
 # neuraloperator FNO keyword arguments that BatchedFNO reproduces (the ExpertConfig fields), and the

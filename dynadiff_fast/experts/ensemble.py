@@ -61,7 +61,7 @@ def prefix_crps(rollouts: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
 
     rollouts: ``[N, G, K, L, *frame]``; obs: ``[N, L, *frame]`` -> ``[N, G]`` float64.
     """
-    from dynadiff_fast.eval.metrics import crps_ensemble
+    from dynadiff_fast.metrics import crps_ensemble
 
     if rollouts.dim() != obs.dim() + 2 or rollouts.shape[0] != obs.shape[0] or rollouts.shape[3:] != obs.shape[1:]:
         raise ValueError(f"rollouts {tuple(rollouts.shape)} do not match obs {tuple(obs.shape)} as [N, G, K, L, ...]")

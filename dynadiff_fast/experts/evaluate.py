@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
+from dynadiff_fast.experts.batched_fno import BatchedFNO
+from dynadiff_fast.experts.batched_mlp import BatchedMLP
 from dynadiff_fast.profiling import nvtx_range
-from dynadiff_fast.weightspace.batched_fno import BatchedFNO
-from dynadiff_fast.weightspace.batched_mlp import BatchedMLP
 
 # Default memory budget of one chunk (true frames + rollout state + layer activations).
 MEMORY_BUDGET = 1 << 30

@@ -95,9 +95,9 @@ class StackedExperts(nn.Module):
 def experts_type(config: Any) -> type[StackedExperts]:
     """The container of ``config``'s experts: ``BatchedFNO`` for an ``ExpertConfig``, ``BatchedMLP`` for an
     ``MLPExpertConfig``."""
+    from dynadiff_fast.experts.batched_fno import BatchedFNO
+    from dynadiff_fast.experts.batched_mlp import BatchedMLP
     from dynadiff_fast.experts.configs import ExpertConfig, MLPExpertConfig
-    from dynadiff_fast.weightspace.batched_fno import BatchedFNO
-    from dynadiff_fast.weightspace.batched_mlp import BatchedMLP
 
     if isinstance(config, ExpertConfig):
         return BatchedFNO

@@ -220,7 +220,7 @@ class Zoo:
 
     def batched(self, indices: Sequence[int] | None = None):
         """Experts ``indices`` (all when None) stacked in one ``BatchedFNO`` / ``BatchedMLP`` (eval mode)."""
-        from dynadiff_fast.weightspace.stacked import experts_type
+        from dynadiff_fast.experts.stacked import experts_type
 
         return experts_type(self.config).from_state_dicts(self.config, self.state_dicts(indices)).eval()
 

@@ -16,7 +16,7 @@ Run directory of ``dynadiff train dit`` (``dynadiff train all`` puts it under ``
                               (path relative to this folder), latent shape, DiT + prompter configs
     config.yaml               resolved training config, versions, seed
     checkpoints/step_*/       DynaDiffModel weights + EMA (inference loads the EMA), optimizer, meta.json
-    train_log.jsonl           losses per logging interval
+    log.jsonl           losses per logging interval
     quality.json              end-of-training check: generated vs zoo latents per training environment
 
 ``DynaDiffModel`` is the trained module: prompter + DiT + stored standardisations (latent mean/std from the
@@ -402,7 +402,7 @@ class DynaDiff:
     @torch.no_grad()
     def decode(self, z: torch.Tensor):
         """Raw latents ``[E, L, d]`` -> ``BatchedFNO`` (``BatchedMLP``) of E experts."""
-        from dynadiff_fast.weightspace.stacked import experts_type
+        from dynadiff_fast.experts.stacked import experts_type
 
         with nvtx_range("dit/decode"):
             tokens = self.normalizer.denormalize(self.vae.decode(z))

@@ -244,7 +244,7 @@ def expert_outputs(expert_config: Any, stacked: dict[str, torch.Tensor], x: torc
     """Run E experts given as stacked weights ``{key: [E, ...]}`` on their inputs ``x [E, B, *frame]``
     -> ``[E, B, *out]``, differentiably in the weights: one step of the experts' container (``BatchedFNO``;
     ``BatchedMLP``: one RK4 step of the MLP vector field)."""
-    from dynadiff_fast.weightspace.stacked import experts_type
+    from dynadiff_fast.experts.stacked import experts_type
 
     return experts_type(expert_config).from_stacked(expert_config, stacked)(x)
 
@@ -338,3 +338,25 @@ def load_vae(
     else:
         load_checkpoint(run_dir, vae)
     return vae.to(device).eval(), graph, normalizer, meta
+
+
+# ---- the zoo in weight-token and latent form ----------------------------------------------------------------
+def zoo_tokens(zoo, graph, chunk: int = 64):
+    """Node tokens of every zoo expert (CPU, float32), read ``chunk`` experts at a time."""
+    from dynadiff_fast.weightspace.graph import NodeTokens
+
+    parts = [graph.encode(zoo.state_dicts(list(range(i, min(i + chunk, len(zoo)))))) for i in range(0, len(zoo), chunk)]
+    return NodeTokens.cat(parts)
+
+
+@torch.no_grad()
+def encode_zoo(zoo, vae, graph, normalizer, device: torch.device, chunk: int = 64) -> torch.Tensor:
+    """Encoder means ``[N, L, d]`` of every zoo expert (VAE in eval mode), computed in chunks of experts."""
+    vae.eval()
+    out = []
+    for i in range(0, len(zoo), chunk):
+        idx = list(range(i, min(i + chunk, len(zoo))))
+        tokens = normalizer.normalize(graph.encode(zoo.batched(idx)).to(device))
+        mu, _ = vae.encode(tokens)
+        out.append(mu.float())
+    return torch.cat(out)

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dynadiff_fast.cli import Command
+from dynadiff_fast.stages.common import Command
 
 TAG = "#target "
 
@@ -77,4 +77,4 @@ def _run(cfg: BenchConfig) -> int:
     return code
 
 
-COMMAND = Command(help="run the benchmarks in bench/", config=BenchConfig, run=_run)
+COMMAND = Command(config=BenchConfig, run=_run)

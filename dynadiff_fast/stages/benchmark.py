@@ -30,9 +30,9 @@ from typing import Any
 
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import io
-from dynadiff_fast.cli import Command
-from dynadiff_fast.pipeline.demo import DEFAULT_METHODS, DemoConfig, run_demo
-from dynadiff_fast.pipeline.stages import Stage, run_stages
+from dynadiff_fast.stages.common import Command
+from dynadiff_fast.stages.demo import DEFAULT_METHODS, DemoConfig, run_demo
+from dynadiff_fast.stages.runner import Stage, run_stages
 
 log = logging.getLogger("dynadiff.benchmark")
 
@@ -132,8 +132,8 @@ def _diagnostics(root: Path, demo: DemoConfig) -> dict[str, Any]:
 
 
 def _budget_eval(root: Path, demo: DemoConfig, length: int):
-    from dynadiff_fast.eval.evaluate_cli import EvaluateConfig
     from dynadiff_fast.eval.protocol import ProtocolConfig
+    from dynadiff_fast.stages.evaluate import EvaluateConfig
 
     return EvaluateConfig(
         run=str(root / "dynadiff"),
@@ -150,7 +150,7 @@ def _budget_eval(root: Path, demo: DemoConfig, length: int):
 
 
 def _evaluate(ev) -> None:
-    from dynadiff_fast.eval.evaluate_cli import run_evaluation
+    from dynadiff_fast.stages.evaluate import run_evaluation
 
     run_evaluation(ev)
 
@@ -377,6 +377,4 @@ def _run(cfg: BenchmarkConfig) -> int:
     return 0
 
 
-COMMAND = Command(
-    help="the pipeline over several seeds, with statistics (the benchmark)", config=BenchmarkConfig, run=_run
-)
+COMMAND = Command(config=BenchmarkConfig, run=_run)

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import io
-from dynadiff_fast.cli import Command
-from dynadiff_fast.pipeline.stages import Stage, run_stages
+from dynadiff_fast.config import PRESETS
+from dynadiff_fast.stages.common import Command
+from dynadiff_fast.stages.runner import Stage, run_stages
 
 log = logging.getLogger("dynadiff.demo")
 STAGES = ("simulate", "zoo", "vae", "dit", "generate", "evaluate")
@@ -62,9 +63,6 @@ class DemoConfig:
     )
 
 
-PRESETS = ("tiny", "bench", "small", "paper")
-
-
 def resolve(cfg: DemoConfig) -> DemoConfig:
     """``cfg`` with its preset chosen: the informative ``bench`` where the system has one, else ``tiny``."""
     from dynadiff_fast.data.presets import available
@@ -90,12 +88,12 @@ def _readable(fn) -> bool:
 
 
 def build_stages(cfg: DemoConfig) -> list[Stage]:
-    from dynadiff_fast.data.simulate import SimulateConfig
-    from dynadiff_fast.eval.evaluate_cli import EvaluateConfig
     from dynadiff_fast.eval.protocol import ProtocolConfig
-    from dynadiff_fast.experts.zoo_build import ZooBuildConfig
-    from dynadiff_fast.generative.train_dit import TrainDiTConfig
-    from dynadiff_fast.generative.train_vae import TrainVAEConfig
+    from dynadiff_fast.stages.evaluate import EvaluateConfig
+    from dynadiff_fast.stages.simulate import SimulateConfig
+    from dynadiff_fast.stages.train_dit import TrainDiTConfig
+    from dynadiff_fast.stages.train_vae import TrainVAEConfig
+    from dynadiff_fast.stages.zoo import ZooBuildConfig
 
     cfg = resolve(cfg)
     root = run_dir(cfg)
@@ -162,7 +160,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
 
 # ---- stage bodies (each delegates to the command that owns the work) ------------------------------------------
 def _simulate(cfg, progress: bool) -> None:
-    from dynadiff_fast.data.simulate import simulate_dataset
+    from dynadiff_fast.stages.simulate import simulate_dataset
 
     simulate_dataset(cfg, progress=progress)
 
@@ -174,7 +172,7 @@ def _open_data(path: Path) -> None:
 
 
 def _build_zoo(cfg) -> None:
-    from dynadiff_fast.experts.zoo_build import build_zoo
+    from dynadiff_fast.stages.zoo import build_zoo
 
     build_zoo(cfg)
 
@@ -186,7 +184,7 @@ def _open_zoo(path: Path) -> None:
 
 
 def _train_vae(cfg) -> None:
-    from dynadiff_fast.generative.train_vae import train_vae
+    from dynadiff_fast.stages.train_vae import train_vae
 
     train_vae(cfg)
 
@@ -198,7 +196,7 @@ def _load_vae(path: str) -> None:
 
 
 def _train_dit(cfg) -> None:
-    from dynadiff_fast.generative.train_dit import train_dit
+    from dynadiff_fast.stages.train_dit import train_dit
 
     train_dit(cfg)
 
@@ -213,7 +211,7 @@ def generate_unseen(run: Path, data: Path, out: Path, cfg: DemoConfig) -> None:
     """One generated expert per unseen environment (``dynadiff generate``, observing the first ``obs_len``
     frames of training trajectory 0, as the evaluation does), and ``out/index.json`` listing them."""
     from dynadiff_fast.data import EnvDataset
-    from dynadiff_fast.generative.generate_cli import GenerateConfig, generate_expert
+    from dynadiff_fast.stages.generate import GenerateConfig, generate_expert
 
     with EnvDataset.open(data) as ds:
         envs = [int(e) for k in ("unseen_in", "unseen_out") for e in ds.split[k].tolist()]
@@ -234,7 +232,7 @@ def generate_unseen(run: Path, data: Path, out: Path, cfg: DemoConfig) -> None:
 
 
 def _evaluate(cfg) -> None:
-    from dynadiff_fast.eval.evaluate_cli import run_evaluation
+    from dynadiff_fast.stages.evaluate import run_evaluation
 
     run_evaluation(cfg)
 
@@ -251,7 +249,7 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
 
 
 def _run(cfg: DemoConfig) -> int:
-    from dynadiff_fast.eval import report
+    from dynadiff_fast.stages import report
 
     records = run_demo(cfg)
     root = run_dir(cfg)
@@ -265,4 +263,4 @@ def _run(cfg: DemoConfig) -> int:
     return 0
 
 
-COMMAND = Command(help="the whole pipeline on a small preset (the main job)", config=DemoConfig, run=_run)
+COMMAND = Command(config=DemoConfig, run=_run)

@@ -24,9 +24,9 @@ import torch
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import io
 from dynadiff_fast._backend import resolve_device
-from dynadiff_fast.cli import Command
 from dynadiff_fast.eval.protocol import DOMAINS, ProtocolConfig, cat_scores, env_chunks, make_task, score, summarize
 from dynadiff_fast.profiling import nvtx_range
+from dynadiff_fast.stages.common import Command
 
 log = logging.getLogger("dynadiff.evaluate")
 
@@ -177,9 +177,10 @@ def run_evaluation(cfg: EvaluateConfig) -> dict:
     ``cfg.out``; returns the results document."""
     from dynadiff_fast.baselines import resolve_methods
     from dynadiff_fast.data import EnvDataset
-    from dynadiff_fast.eval import figures, report
+    from dynadiff_fast.eval import figures
     from dynadiff_fast.experts.zoo import Zoo
     from dynadiff_fast.generative.dynadiff import check_run
+    from dynadiff_fast.stages import report
 
     if not cfg.data or not cfg.out:
         raise ValueError("data / out: required (pass --data FILE.h5 and --out DIR)")
@@ -221,14 +222,13 @@ def run_evaluation(cfg: EvaluateConfig) -> dict:
 
 
 def _run(cfg: EvaluateConfig) -> int:
-    from dynadiff_fast.eval import report
+    from dynadiff_fast.stages import report
 
     print(report.table(run_evaluation(cfg)))
     return 0
 
 
 COMMAND = Command(
-    help="evaluate DynaDiff and the baselines on a dataset",
     config=EvaluateConfig,
     run=_run,
 )

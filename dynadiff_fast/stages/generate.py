@@ -35,7 +35,7 @@ import torch
 
 from dynadiff_fast import io
 from dynadiff_fast._backend import resolve_device
-from dynadiff_fast.cli import Command
+from dynadiff_fast.stages.common import Command
 
 log = logging.getLogger("dynadiff.generate")
 
@@ -148,4 +148,4 @@ def _run(cfg: GenerateConfig) -> int:
     return 0
 
 
-COMMAND = Command(help="generate expert weights from observed frames", config=GenerateConfig, run=_run)
+COMMAND = Command(config=GenerateConfig, run=_run)

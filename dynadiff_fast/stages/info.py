@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
 from dynadiff_fast import _backend, profiling
-from dynadiff_fast.cli import Command
+from dynadiff_fast.stages.common import Command
 
 
 def _dist_version(name: str) -> str | None:
@@ -68,4 +68,4 @@ def _run(cfg: InfoConfig) -> int:
     return 0
 
 
-COMMAND = Command(help="print build, device and backend facts", config=InfoConfig, run=_run)
+COMMAND = Command(config=InfoConfig, run=_run)

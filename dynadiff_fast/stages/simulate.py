@@ -19,11 +19,11 @@ from dynadiff_fast import config as config_mod
 from dynadiff_fast import io
 from dynadiff_fast import progress as progress_mod
 from dynadiff_fast._backend import resolve_device
-from dynadiff_fast.cli import Command
 from dynadiff_fast.data import dataset as ds_mod
 from dynadiff_fast.data.environments import environment_grid, split_environments
 from dynadiff_fast.data.presets import get_preset
 from dynadiff_fast.profiling import nvtx_range
+from dynadiff_fast.stages.common import Command
 
 log = logging.getLogger("dynadiff.simulate")
 
@@ -31,7 +31,7 @@ log = logging.getLogger("dynadiff.simulate")
 @dataclass(frozen=True)
 class SimulateConfig:
     system: str = field(default="kolmogorov", metadata={"help": "system name (dynadiff_fast.list_systems())"})
-    preset: str = field(default="tiny", metadata={"help": "tiny | small | paper"})
+    preset: str = field(default="tiny", metadata={"help": "tiny | bench | small | paper"})
     out: str | None = field(default=None, metadata={"help": "output .h5 (default runs/data/SYSTEM_PRESET.h5)"})
     seed: int = field(default=0, metadata={"help": "seed for the split and the initial conditions"})
     split_seed: int | None = field(
@@ -178,4 +178,4 @@ def _run(cfg: SimulateConfig) -> int:
     return 0
 
 
-COMMAND = Command(help="simulate a system's environments into an HDF5 dataset", config=SimulateConfig, run=_run)
+COMMAND = Command(config=SimulateConfig, run=_run)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dynadiff_fast import config as config_mod
-from dynadiff_fast.cli import Command
+from dynadiff_fast.stages.common import Command
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class TrainAllConfig:
     zoo: str = field(default="", metadata={"help": "zoo folder (`dynadiff zoo build`)"})
     data: str = field(default="", metadata={"help": "dataset .h5 the zoo was built from"})
     out: str = field(default="", metadata={"help": "run folder (RUN/vae, RUN/dit)"})
-    preset: str = field(default="tiny", metadata={"help": "tiny | small | paper (both stages)"})
+    preset: str = field(default="tiny", metadata={"help": "tiny | bench | small | paper (both stages)"})
     seed: int = field(default=0, metadata={"help": "seed of both stages"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
     progress: bool = field(
@@ -47,8 +47,8 @@ def stage_config(cls: type, shared: dict[str, Any], overrides: dict[str, Any], w
 
 def train_all(cfg: TrainAllConfig) -> Path:
     """Train the VAE into ``out/vae`` and the DiT into ``out/dit``; returns ``out``."""
-    from dynadiff_fast.generative.train_dit import TrainDiTConfig, train_dit
-    from dynadiff_fast.generative.train_vae import TrainVAEConfig, train_vae
+    from dynadiff_fast.stages.train_dit import TrainDiTConfig, train_dit
+    from dynadiff_fast.stages.train_vae import TrainVAEConfig, train_vae
 
     for name in ("zoo", "data", "out"):
         if not getattr(cfg, name):
@@ -69,4 +69,4 @@ def _run(cfg: TrainAllConfig) -> int:
     return 0
 
 
-COMMAND = Command(help="train the VAE, then the DiT", config=TrainAllConfig, run=_run)
+COMMAND = Command(config=TrainAllConfig, run=_run)

@@ -15,7 +15,7 @@ with ``target`` = eps or v (``dit.prediction``), latents standardised by zoo sta
 the learned null embedding with probability ``dit.cond_dropout`` (classifier-free guidance). With ``mix_prob``
 > 0 (bench), that fraction of rows are vicinal (``generative.vicinal``): expert and observations mixed with a
 neighbouring environment's, the latent being the VAE encoding of the mixed weights. AdamW, linear
-warm-up, gradient clipping, EMA of all weights (inference uses the EMA). Checkpoints every ``ckpt_every`` steps
+warm-up, gradient clipping, EMA of all weights (inference uses the EMA). Checkpoints every ``checkpoint_every`` steps
 (``generative.checkpoint``: atomic, resumable; a re-run with the same ``--out`` resumes). At the end,
 ``quality.json`` records how close generated latents come to each training environment's zoo latents (relative to
 the unconditional mean; below 1 means the prompt steers generation). Run-folder layout: ``generative.dynadiff``.
@@ -36,14 +36,13 @@ from typing import Any
 import torch
 
 from dynadiff_fast import config as config_mod
-from dynadiff_fast import dist, io, progress
-from dynadiff_fast._backend import resolve_device
-from dynadiff_fast.cli import Command
+from dynadiff_fast import dist, io
 from dynadiff_fast.generative import vicinal as vicinal_mod
 from dynadiff_fast.generative.dit import DIT_PRESETS
 from dynadiff_fast.generative.dynadiff import FORMAT, MANIFEST, VERSION, DynaDiffModel, build_model
 from dynadiff_fast.generative.prompter import PROMPTER_PRESETS
 from dynadiff_fast.profiling import nvtx_range
+from dynadiff_fast.stages.common import LOG_FILE, Command, append_log, device_and_ranks, step_bar, truncate_log
 
 log = logging.getLogger("dynadiff.train_dit")
 
@@ -57,20 +56,20 @@ class DiTTrainPreset:
     batch_size: int
     lr: float
     ema_decay: float
-    ckpt_every: int
+    checkpoint_every: int
     mix_prob: float = 0.0
     mix_span: float = 0.0
 
 
 # paper: Adam lr 1e-4 (App. C); steps and batch are not given. tiny: minutes on one CPU core.
 TRAIN_PRESETS = {
-    "tiny": DiTTrainPreset(steps=1000, batch_size=16, lr=1e-3, ema_decay=0.995, ckpt_every=250),
+    "tiny": DiTTrainPreset(steps=1000, batch_size=16, lr=1e-3, ema_decay=0.995, checkpoint_every=250),
     # bench: half the rows mixed with a neighbouring environment (generative.vicinal; the VAE's bench preset mixes too)
     "bench": DiTTrainPreset(
-        steps=1000, batch_size=16, lr=1e-3, ema_decay=0.995, ckpt_every=250, mix_prob=0.5, mix_span=0.5
+        steps=1000, batch_size=16, lr=1e-3, ema_decay=0.995, checkpoint_every=250, mix_prob=0.5, mix_span=0.5
     ),  # fmt: skip
-    "small": DiTTrainPreset(steps=30000, batch_size=128, lr=2e-4, ema_decay=0.999, ckpt_every=2000),
-    "paper": DiTTrainPreset(steps=100000, batch_size=128, lr=1e-4, ema_decay=0.9999, ckpt_every=5000),
+    "small": DiTTrainPreset(steps=30000, batch_size=128, lr=2e-4, ema_decay=0.999, checkpoint_every=2000),
+    "paper": DiTTrainPreset(steps=100000, batch_size=128, lr=1e-4, ema_decay=0.9999, checkpoint_every=5000),
 }
 
 
@@ -80,13 +79,13 @@ class TrainDiTConfig:
     vae: str = field(default="", metadata={"help": "VAE run folder (`dynadiff train vae`)"})
     data: str = field(default="", metadata={"help": "dataset .h5 the zoo was built from"})
     out: str = field(default="", metadata={"help": "run folder (created; an existing one is resumed)"})
-    preset: str = field(default="tiny", metadata={"help": "tiny | small | paper (model size and schedule)"})
+    preset: str = field(default="tiny", metadata={"help": "tiny | bench | small | paper (model size and schedule)"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation and batch sampling"})
     steps: int | None = field(default=None, metadata={"help": "optimizer steps (default: preset)"})
     batch_size: int | None = field(default=None, metadata={"help": "pairs per step, all ranks (default: preset)"})
     lr: float | None = field(default=None, metadata={"help": "AdamW learning rate (default: preset)"})
     ema_decay: float | None = field(default=None, metadata={"help": "EMA decay (default: preset)"})
-    ckpt_every: int | None = field(default=None, metadata={"help": "steps between checkpoints (default: preset)"})
+    checkpoint_every: int | None = field(default=None, metadata={"help": "steps between checkpoints (default: preset)"})
     mix_prob: float | None = field(
         default=None,
         metadata={"help": "rows mixed with a neighbouring environment (generative.vicinal; default: preset)"},
@@ -94,7 +93,7 @@ class TrainDiTConfig:
     mix_span: float | None = field(
         default=None, metadata={"help": "mixing weights drawn in [-span, 1 + span] (default: preset)"}
     )
-    warmup: int = field(default=100, metadata={"help": "linear learning-rate warm-up steps"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear learning-rate warm-up steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: off)"})
     aux_weight: float = field(default=1.0, metadata={"help": "weight of the prompter's L_aux"})
@@ -118,7 +117,7 @@ def resolve(cfg: TrainDiTConfig) -> TrainDiTConfig:
     preset = TRAIN_PRESETS[cfg.preset]
     filled = {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset) if getattr(cfg, f.name) is None}
     cfg = dataclasses.replace(cfg, **filled)
-    for name in ("steps", "batch_size", "ckpt_every", "obs_len", "log_every"):
+    for name in ("steps", "batch_size", "checkpoint_every", "obs_len", "log_every"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise ValueError(f"{name}: expected an int >= 1, got {getattr(cfg, name)!r}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
@@ -149,19 +148,6 @@ def model_configs(cfg: TrainDiTConfig):
 # ----------------------------------------------------------------------------------------------------------------
 # Data: zoo latents and observation windows
 # ----------------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def encode_zoo(zoo, vae, graph, normalizer, device: torch.device, chunk: int = 64) -> torch.Tensor:
-    """Encoder means ``[N, L, d]`` of every zoo expert (VAE in eval mode), computed in chunks of experts."""
-    vae.eval()
-    out = []
-    for i in range(0, len(zoo), chunk):
-        idx = list(range(i, min(i + chunk, len(zoo))))
-        tokens = normalizer.normalize(graph.encode(zoo.batched(idx)).to(device))
-        mu, _ = vae.encode(tokens)
-        out.append(mu.float())
-    return torch.cat(out)
-
-
 def check_compatible(ds, zoo, vae_meta: dict[str, Any] | None) -> None:
     """The dataset, the zoo and the VAE must describe the same system (else a clear error)."""
     zoo.check_dataset(ds)
@@ -257,7 +243,7 @@ def reference_prompts(model: DynaDiffModel, pool: ObservationPool, obs_len: int)
 
 
 def lr_at(step: int, cfg: TrainDiTConfig) -> float:
-    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
 
 
 def train_dit(cfg: TrainDiTConfig) -> Path:
@@ -265,20 +251,11 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
     from dynadiff_fast.data import EnvDataset
     from dynadiff_fast.experts.zoo import Zoo
     from dynadiff_fast.generative.checkpoint import load_checkpoint, save_checkpoint, unwrap, update_ema
-    from dynadiff_fast.generative.train_vae import (
-        _truncate_log,  # same log format: one JSON line per step
-        zoo_tokens,
-    )
-    from dynadiff_fast.generative.vae import load_vae
+    from dynadiff_fast.generative.vae import encode_zoo, load_vae, zoo_tokens
     from dynadiff_fast.weightspace.graph import NodeTokens
 
     cfg = resolve(cfg)
-    device = resolve_device(cfg.device)
-    info = dist.init(device.type)
-    if device.type == "cuda" and info.distributed:
-        device = torch.device("cuda", info.local_rank)
-    if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {info.world_size} ranks")
+    device, info = device_and_ranks(cfg.device, cfg.batch_size)
     out = Path(cfg.out)
     try:
         with io.output_lock(out, "dynadiff train dit", enabled=info.is_main):
@@ -324,7 +301,7 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
                 step = int(meta["step"])
                 g.set_state(meta["state"]["generators"][info.rank % len(meta["state"]["generators"])])
                 if info.is_main:
-                    _truncate_log(out / "train_log.jsonl", step)
+                    truncate_log(out / LOG_FILE, step)
                 log.info("resumed %s at step %d", out, step)
             ddp = model
             if info.distributed:
@@ -349,7 +326,7 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
 
             local_b = cfg.batch_size // info.world_size
             T = model.schedule.T
-            bar = _bar(cfg, info, initial=step)
+            bar = step_bar(cfg.steps, step, "train dit", cfg.progress, info)
             acc, n_acc, t0 = {"diffusion": 0.0, "aux": 0.0}, 0, time.perf_counter()
             losses: dict[str, float] = {}
             model.train()
@@ -396,9 +373,9 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
                     rate = n_acc / (time.perf_counter() - t0)
                     bar.set_postfix(diff=f"{losses['diffusion']:.4f}", aux=f"{losses['aux']:.4f}")
                     if info.is_main:
-                        _append_log(out, {"step": step, **losses, "steps_per_s": rate})
+                        append_log(out / LOG_FILE, {"step": step, **losses, "steps_per_s": rate})
                     acc, n_acc, t0 = dict.fromkeys(acc, 0.0), 0, time.perf_counter()
-                if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     save(step, losses)
             bar.close()
             if info.is_main:
@@ -441,18 +418,9 @@ def latent_quality(model: DynaDiffModel, z: torch.Tensor, rows: torch.Tensor, n:
                         "n_envs": len(ratios)}}  # fmt: skip
 
 
-def _append_log(out: Path, record: dict[str, Any]) -> None:
-    with open(out / "train_log.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _bar(cfg: TrainDiTConfig, info: dist.DistInfo, initial: int = 0):
-    return progress.bar(cfg.steps, initial, "train dit", "step", enabled=cfg.progress and info.is_main)
-
-
 def _run(cfg: TrainDiTConfig) -> int:
     train_dit(cfg)
     return 0
 
 
-COMMAND = Command(help="train the latent DiT + prompter", config=TrainDiTConfig, run=_run)
+COMMAND = Command(config=TrainDiTConfig, run=_run)

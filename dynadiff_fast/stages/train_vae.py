@@ -35,9 +35,7 @@ from typing import Any
 import torch
 
 from dynadiff_fast import config as config_mod
-from dynadiff_fast import dist, io, progress
-from dynadiff_fast._backend import resolve_device
-from dynadiff_fast.cli import Command
+from dynadiff_fast import dist, io
 from dynadiff_fast.generative import vicinal
 from dynadiff_fast.generative.vae import (
     NORMALIZER_FILE,
@@ -50,8 +48,10 @@ from dynadiff_fast.generative.vae import (
     layout_fingerprint,
     load_vae,
     reconstruction_loss,
+    zoo_tokens,
 )
 from dynadiff_fast.profiling import nvtx_range
+from dynadiff_fast.stages.common import LOG_FILE, Command, device_and_ranks, step_bar, truncate_log
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class TrainVAEConfig:
     zoo: str = field(default="", metadata={"help": "zoo folder (`dynadiff zoo build`)"})
     out: str = field(default="", metadata={"help": "run folder (created; an existing run is resumed)"})
     data: str = field(default="", metadata={"help": "dataset .h5 for the functional loss (default: the zoo's)"})
-    preset: str = field(default="tiny", metadata={"help": "tiny | small | paper (model size and schedule)"})
+    preset: str = field(default="tiny", metadata={"help": "tiny | bench | small | paper (model size and schedule)"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation, batches, frames and latent noise"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
     progress: bool = field(
@@ -187,14 +187,6 @@ def func_weight_at(cfg: TrainVAEConfig, step: int) -> float:
 # -------------------------------------------------------------------------------------------------
 
 
-def zoo_tokens(zoo, graph, chunk: int = 64):
-    """Node tokens of every zoo expert (CPU, float32), read ``chunk`` experts at a time."""
-    from dynadiff_fast.weightspace.graph import NodeTokens
-
-    parts = [graph.encode(zoo.state_dicts(list(range(i, min(i + chunk, len(zoo)))))) for i in range(0, len(zoo), chunk)]
-    return NodeTokens.cat(parts)
-
-
 def sample_frames(ds, envs: list[int], k: int, generator: torch.Generator) -> torch.Tensor:
     """k standardised frames per environment, each from a random training trajectory and time:
     ``[len(envs), k, *frame_shape]``."""
@@ -269,7 +261,7 @@ def functional_quality(vae, normalizer, graph, zoo, ds, rollout_steps: int | Non
     fraction of experts within 5%.
     """
     from dynadiff_fast.experts.evaluate import evaluate_experts
-    from dynadiff_fast.weightspace.stacked import experts_type
+    from dynadiff_fast.experts.stacked import experts_type
 
     steps = rollout_steps or ds.n_frames - 1
     tokens = zoo_tokens(zoo, graph) if tokens is None else tokens
@@ -323,33 +315,6 @@ def _metadata(cfg, vcfg, graph, zoo, normalizer_sha: str, losses: dict, step: in
     }
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint a resumed run restarts from), and a torn last
-    line (a kill, a full disk or a power loss in the middle of writing it): the resumed run writes it again.
-    A damaged line before the last one is not a torn write and stays an error naming the file and line."""
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln]
-        records = [_log_record(ln) for ln in lines]
-        if records and records[-1] is None:
-            log.warning("%s: dropping a torn last line %r", path, lines[-1][:80])
-            lines, records = lines[:-1], records[:-1]
-        if None in records:
-            raise ValueError(f"log: {path} line {records.index(None) + 1} is not a JSON record with a step; "
-                             "the log is corrupt (delete the line to resume)")  # fmt: skip
-        keep = [ln for ln, rec in zip(lines, records) if rec["step"] <= step]
-        with io.atomic_path(path) as tmp:
-            tmp.write_text("".join(ln + "\n" for ln in keep))
-
-
-def _log_record(line: str) -> dict | None:
-    """One JSONL log line as a dict holding an integer ``step``, or None when it is not one (torn or corrupt)."""
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return rec if isinstance(rec, dict) and isinstance(rec.get("step"), int) else None
-
-
 def _normalizer(cfg: TrainVAEConfig, tokens, previous: dict | None, info: dist.DistInfo):
     """(WeightNormalizer, sha256 of its file): fitted on the zoo and written for a fresh run, the stored one
     (exactly what the checkpoint was trained with) for a resumed run."""
@@ -401,12 +366,7 @@ def train_vae(cfg: TrainVAEConfig) -> Path:
     from dynadiff_fast.weightspace.graph import WeightGraph
 
     cfg = resolve(cfg)
-    device = resolve_device(cfg.device)
-    info = dist.init(device.type)
-    if device.type == "cuda" and info.distributed:
-        device = torch.device("cuda", info.local_rank)
-    if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {info.world_size} ranks")
+    device, info = device_and_ranks(cfg.device, cfg.batch_size)
     out = Path(cfg.out)
     try:
         with io.output_lock(out, "dynadiff train vae", enabled=info.is_main):
@@ -465,7 +425,7 @@ def _train(cfg, zoo, graph, tokens, normalizer, norm_sha: str, ds, device, info)
         g_noise.set_state(noise_states[info.rank % len(noise_states)].cpu())
         log.info("resumed %s at step %d", out, step)
     if info.is_main:
-        _truncate_log(out / "log.jsonl", step)
+        truncate_log(out / LOG_FILE, step)
     net = model
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -485,7 +445,7 @@ def _train(cfg, zoo, graph, tokens, normalizer, norm_sha: str, ds, device, info)
             save_checkpoint(out, model, step=step, ema=ema, optimizer=opt, meta=meta, state=state)
         dist.barrier(info)
 
-    bar = progress.bar(cfg.steps, step, "train vae", "step", enabled=cfg.progress and info.is_main)
+    bar = step_bar(cfg.steps, step, "train vae", cfg.progress, info)
     meter, t0, local = _Meter(), time.time(), cfg.batch_size // info.world_size
     while step < cfg.steps:
         idx = torch.randperm(len(zoo), generator=g_batch)[: cfg.batch_size]
@@ -538,4 +498,4 @@ def _run(cfg: TrainVAEConfig) -> int:
     return 0
 
 
-COMMAND = Command(help="train the weight VAE on a zoo", config=TrainVAEConfig, run=_run)
+COMMAND = Command(config=TrainVAEConfig, run=_run)

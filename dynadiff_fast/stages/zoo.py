@@ -49,12 +49,12 @@ from typing import Any
 import torch
 
 from dynadiff_fast import config as config_mod
-from dynadiff_fast import dist, io, progress
-from dynadiff_fast._backend import resolve_device
-from dynadiff_fast.cli import Command
+from dynadiff_fast import dist, io
+from dynadiff_fast.config import PRESETS
 from dynadiff_fast.experts import train as tr
 from dynadiff_fast.experts import zoo as zoo_mod
 from dynadiff_fast.profiling import nvtx_range
+from dynadiff_fast.stages.common import Command, device_and_ranks, step_bar
 
 log = logging.getLogger("dynadiff.zoo")
 
@@ -127,7 +127,7 @@ def zoo_preset(system_name: str, preset: str) -> ZooPreset:
             val_rollout_steps=_PAPER_ROLLOUT.get(system_name, 50),
             envs_per_step=1,
         )
-    raise ValueError(f"preset: unknown value {preset!r} (valid: tiny, bench, small, paper)")
+    raise ValueError(f"preset: unknown value {preset!r} (valid: {', '.join(PRESETS)})")
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class ZooBuildConfig:
     data: str = field(default="", metadata={"help": "dataset .h5 written by `dynadiff simulate`"})
     out: str = field(default="", metadata={"help": "zoo folder (created; an existing one is resumed)"})
     experts_per_env: int | None = field(default=None, metadata={"help": "K: experts per seen environment"})
-    preset: str = field(default="tiny", metadata={"help": "tiny | small | paper (expert size and training)"})
+    preset: str = field(default="tiny", metadata={"help": "tiny | bench | small | paper (expert size and training)"})
     seed: int = field(default=0, metadata={"help": "seed of pretraining and of every expert's noise and order"})
     pretrain_epochs: int | None = field(default=None, metadata={"help": "base-model epochs; None: from the preset"})
     finetune_epochs: int | None = field(default=None, metadata={"help": "expert epochs; None: from the preset"})
@@ -270,7 +270,7 @@ def pretrain_base(
         losses = list(state["losses"])
         log.info("base model: resuming pretraining after epoch %d", len(losses))
     steps = math.ceil(train.shape[0] * train.shape[1] * (train.shape[2] - 1) / cfg.batch_size)
-    bar = _bar(cfg, info, total=cfg.pretrain_epochs * steps, initial=len(losses) * steps, desc="pretrain base")
+    bar = step_bar(cfg.pretrain_epochs * steps, len(losses) * steps, "pretrain base", cfg.progress, info)
     with nvtx_range("zoo/pretrain"):
         for _ in range(len(losses), cfg.pretrain_epochs):
             losses.append(tr.pretrain_epoch(model, optimizer, train, cfg.batch_size, generator, info, bar.update))
@@ -338,8 +338,8 @@ def validate(experts, test: torch.Tensor, steps: int, chunk: int = 8) -> tuple[t
     ``steps`` steps of the autoregressive-rollout RMSE (``evaluate_experts``) and of the teacher-forced
     one-step RMSE (``chunk`` experts at a time).
     """
-    from dynadiff_fast.eval.metrics import rmse
     from dynadiff_fast.experts.evaluate import evaluate_experts
+    from dynadiff_fast.metrics import rmse
 
     window = test[:, : steps + 1]
     x, y = window[:, :-1].flatten(0, 1), window[:, 1:].flatten(0, 1)  # [B*steps, C, H, W]
@@ -370,7 +370,7 @@ def finetune_group(
 ) -> None:
     """Fine-tune K experts for each environment of ``envs`` (rows ``rows`` of ``train``/``test``) in one
     ``BatchedFNO`` (``BatchedMLP``), validate them and the base, and write each environment's shard and record."""
-    from dynadiff_fast.weightspace.stacked import experts_type
+    from dynadiff_fast.experts.stacked import experts_type
 
     batched = experts_type(expert_cfg)
 
@@ -477,10 +477,6 @@ def write_manifest(out: Path, ds, cfg: ZooBuildConfig, expert_cfg, seen: Sequenc
 # ------------------------------------------------------------------------------------------------
 # the command
 # ------------------------------------------------------------------------------------------------
-def _bar(cfg: ZooBuildConfig, info: dist.DistInfo, **kwargs):
-    return progress.bar(unit="step", enabled=cfg.progress and info.is_main, **kwargs)
-
-
 def _expert_config(ds, cfg: ZooBuildConfig):
     """The experts' architecture for the dataset's frames: FNO experts for fields ``[C, H, W]``, MLP vector
     fields stepped by RK4 of the dataset's frame spacing for ODE states ``[C]``."""
@@ -513,10 +509,7 @@ def build_zoo(cfg: ZooBuildConfig) -> Path:
     if not cfg.out:
         raise ValueError("out: pass the zoo folder (--out DIR)")
     t0 = time.perf_counter()
-    device = resolve_device(cfg.device)
-    info = dist.init(device.type)
-    if device.type == "cuda" and info.distributed:
-        device = torch.device("cuda", info.local_rank)
+    device, info = device_and_ranks(cfg.device)
     out = Path(cfg.out)
     try:
         with io.output_lock(out, "dynadiff zoo build", enabled=info.is_main):
@@ -544,7 +537,7 @@ def build_zoo(cfg: ZooBuildConfig) -> Path:
                 test = ds.load(seen, slice(ds.n_train_traj, ds.n_traj), slice(0, cfg.val_rollout_steps + 1)).to(device)
                 steps_per = tr.finetune_steps(train.shape[1], train.shape[2], cfg.finetune_epochs, cfg.batch_size)
                 groups = [mine[i : i + cfg.envs_per_step] for i in range(0, len(mine), cfg.envs_per_step)]
-                bar = _bar(cfg, info, total=steps_per * len(groups), desc="fine-tune experts")
+                bar = step_bar(steps_per * len(groups), 0, "fine-tune experts", cfg.progress, info)
                 for rows in groups:
                     bar.set_postfix(envs=",".join(str(seen[r]) for r in rows))
                     envs = [seen[r] for r in rows]
@@ -576,4 +569,4 @@ def _run(cfg: ZooBuildConfig) -> int:
     return 0
 
 
-COMMAND = Command(help="pretrain the base expert and fine-tune the expert zoo", config=ZooBuildConfig, run=_run)
+COMMAND = Command(config=ZooBuildConfig, run=_run)

@@ -1,27 +1,22 @@
 """Each baseline on the synthetic family whose environments are driven by known experts (dd_synth)."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
-from dd_synth import ALPHAS, CFG, SynthDataset, SynthZoo  # noqa: E402
-
-from dynadiff_fast.baselines import METHODS, method_module, result_keys  # noqa: E402
-from dynadiff_fast.baselines.ccm import endpoint_basis, principal_basis, search_alpha  # noqa: E402
-from dynadiff_fast.baselines.common import Budget, Context, batched, combine, stack_state_dicts  # noqa: E402
-from dynadiff_fast.baselines.nn_prefix import select_nearest  # noqa: E402
-from dynadiff_fast.baselines.soup import prefix_weights  # noqa: E402
-from dynadiff_fast.eval.protocol import ProtocolConfig, make_task, score, truth  # noqa: E402
+from dynadiff_fast.baselines import METHODS, method_module, result_keys
+from dynadiff_fast.baselines.ccm import endpoint_basis, principal_basis, search_alpha
+from dynadiff_fast.baselines.common import Budget, Context, batched, combine, stack_state_dicts
+from dynadiff_fast.baselines.nn_prefix import select_nearest
+from dynadiff_fast.baselines.soup import prefix_weights
+from dynadiff_fast.eval.protocol import ProtocolConfig, make_task, score, truth
+from python_tests.dd_synth import ALPHAS, CFG, SynthDataset, SynthZoo
 
 TINY = Budget(conditioned_epochs=1, context_epochs=1, context_steps=3, batch_size=8, search_points=5)
 
 
 @pytest.fixture(scope="module")
-def setup():
-    ds = SynthDataset(future_nan=True)  # any read of a test trajectory's future poisons the result
+def setup(synth_leaky):
+    ds = synth_leaky  # any read of a test trajectory's future poisons the result
     ctx = Context(ds=ds, zoo=SynthZoo(ds), budget=TINY, seed=0)
     tasks = {d: make_task(ds, d, ProtocolConfig(obs_len=5)) for d in ("in_domain", "out_domain")}
     return ds, ctx, tasks

@@ -1,23 +1,18 @@
 """The ensemble baselines (K predictors per environment) on the synthetic family (dd_synth)."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
-from dd_synth import SynthDataset, SynthZoo  # noqa: E402
-
-from dynadiff_fast.baselines import ensembles, prefix_ensemble  # noqa: E402
-from dynadiff_fast.baselines.common import Budget, Context, batched, repeat_stacked  # noqa: E402
-from dynadiff_fast.eval.protocol import ProtocolConfig, make_task  # noqa: E402
-from dynadiff_fast.experts.evaluate import paired_prefix_errors  # noqa: E402
+from dynadiff_fast.baselines import ensembles, prefix_ensemble
+from dynadiff_fast.baselines.common import Budget, Context, batched, repeat_stacked
+from dynadiff_fast.eval.protocol import ProtocolConfig, make_task
+from dynadiff_fast.experts.evaluate import paired_prefix_errors
+from python_tests.dd_synth import SynthZoo
 
 
 @pytest.fixture(scope="module")
-def setup():
-    ds = SynthDataset(future_nan=True)
+def setup(synth_leaky):
+    ds = synth_leaky
     ctx = Context(ds=ds, zoo=SynthZoo(ds), budget=Budget(), seed=0, n_samples=3)
     return ds, ctx, make_task(ds, "in_domain", ProtocolConfig(obs_len=5))
 

@@ -1,10 +1,9 @@
 """Dataset writing/reading: layout, split, normalisation statistics, resume after interruption, errors.
 
-A small exactly-solvable system (per-environment exponential decay of a random field) stands in for
-the PDE solvers so these tests check the data layer alone."""
+A small exactly-solvable system (``Decay`` of python_tests/synthetic_systems.py: per-environment exponential
+decay of a random field) stands in for the PDE solvers so these tests check the data layer alone."""
 
 import dataclasses
-import sys
 
 import h5py
 import numpy as np
@@ -12,58 +11,17 @@ import pytest
 import torch
 
 from dynadiff_fast import systems
-from dynadiff_fast.data import EnvDataset, environment_grid, presets, simulate, split_environments
+from dynadiff_fast.data import EnvDataset, environment_grid, presets, split_environments
 from dynadiff_fast.data.presets import DatasetPreset
-from dynadiff_fast.systems.base import SolverInstability, System
-
-
-@dataclasses.dataclass(frozen=True)
-class Decay(System):
-    """u(t) = u0 exp(-k t) on a 6x5 grid; k must be < k_max (a stand-in stability limit)."""
-
-    name = "decay"
-    param_names = ("k",)
-    channel_names = ("u", "w")
-    initial_channels = ("u", "w")
-    resolution: int = 6
-    k_max: float = 5.0
-
-    @property
-    def dt_frame(self):
-        return 0.1
-
-    @property
-    def grid(self):
-        return (self.resolution, self.resolution - 1)
-
-    @property
-    def domain(self):
-        return ((0.0, 1.0), (0.0, 1.0))
-
-    def check_stability(self, params):
-        bad = params[:, 0] >= self.k_max
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            raise SolverInstability(f"decay: env row {i}: k={params[i, 0].item()} >= k_max={self.k_max}")
-
-    def random_initial(self, n, seed=0, device=None):
-        g = torch.Generator().manual_seed(seed)
-        return torch.randn(n, 2, *self.grid, generator=g) + 1.0
-
-    def simulate(self, params, initial=None, n_frames=10, seed=0, backend="auto", device=None):
-        p = self.validate_params(params)
-        x0 = self.random_initial(p.shape[0], seed) if initial is None else initial
-        t = torch.arange(n_frames + 1, dtype=torch.float64) * self.dt_frame
-        decay = torch.exp(-p[:, :1] * t[None, :])  # [n, T+1]
-        return (x0[:, None].double() * decay[:, :, None, None, None]).float()
+from dynadiff_fast.stages import simulate
+from dynadiff_fast.systems.base import SolverInstability
+from python_tests.synthetic_systems import Decay, register
 
 
 @pytest.fixture
 def decay_system(monkeypatch):
-    monkeypatch.setitem(systems._SYSTEMS, "decay", (__name__, "Decay"))
-    sys.modules.setdefault(__name__, sys.modules[__name__])
     preset = DatasetPreset(((0.1, 2.0, 9),), n_seen=4, n_train_traj=3, n_test_traj=2, n_frames=5)
-    monkeypatch.setitem(presets._TINY, "decay", preset)
+    register(monkeypatch, Decay, preset)
     return preset
 
 

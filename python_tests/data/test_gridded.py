@@ -262,7 +262,7 @@ def test_the_cli_takes_space_separated_files_and_variables(wave_files, tmp_path,
 
 def test_the_gridded_experts_are_the_papers_era5_fno():
     from dynadiff_fast.experts.configs import expert_config
-    from dynadiff_fast.experts.zoo_build import zoo_preset
+    from dynadiff_fast.stages.zoo import zoo_preset
 
     cfg = expert_config("gridded", "paper", in_channels=3, out_channels=3)
     assert (cfg.in_channels, cfg.hidden_channels, cfg.n_modes, cfg.n_layers) == (3, 64, (8, 8), 4)

@@ -1,29 +1,25 @@
 """Stage diagnostics and the memorisation audit on the tiny trained DynaDiff run of the generative tests
-(``test_dynadiff.pipeline``): hand-computed R2, exact zeros for planted answers (true parameters, a zoo centroid,
-a copied zoo expert), the interpolation of unseen centroids, finite outputs on the real model, bad inputs."""
+(the ``pipeline`` / ``dd`` fixtures of conftest.py): hand-computed R2, exact zeros for planted answers (true
+parameters, a zoo centroid, a copied zoo expert), the interpolation of unseen centroids, finite outputs on the real
+model, bad inputs."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generative"))
-from test_dynadiff import dd, pipeline  # noqa: E402, F401  (module-scoped fixtures: the trained run)
-
-from dynadiff_fast.eval import diagnostics as diag  # noqa: E402
+from dynadiff_fast.eval import diagnostics as diag
 
 
 @pytest.fixture(scope="module")
-def zoo(pipeline):  # noqa: F811
+def zoo(pipeline):
     from dynadiff_fast.experts.zoo import Zoo
 
     return Zoo.open(pipeline["zoo"])
 
 
 @pytest.fixture(scope="module")
-def envs(pipeline):  # noqa: F811
+def envs(pipeline):
     """Two seen and two unseen environments: observations (5 frames of training trajectory 0), parameters,
     seen flags, and frame 0 of their test trajectories."""
     from dynadiff_fast.data import EnvDataset
@@ -43,7 +39,7 @@ def envs(pipeline):  # noqa: F811
 
 
 # ---- prompter ---------------------------------------------------------------------------------------------------
-def test_prompter_r2_matches_hand_computation(dd, envs):  # noqa: F811
+def test_prompter_r2_matches_hand_computation(dd, envs):
     out = diag.prompter_r2(dd, envs["obs"], envs["params"])
     m = dd.model
     with torch.no_grad():
@@ -56,7 +52,7 @@ def test_prompter_r2_matches_hand_computation(dd, envs):  # noqa: F811
     assert out["param_names"] == ["k"] and "| k |" in diag.markdown(out)
 
 
-def test_prompter_r2_is_one_for_true_parameters_and_none_without_variance(dd, envs, monkeypatch):  # noqa: F811
+def test_prompter_r2_is_one_for_true_parameters_and_none_without_variance(dd, envs, monkeypatch):
     params = envs["params"]
     monkeypatch.setattr(dd.model.prompter, "aux", lambda prompt: dd.model.standardize_params(params.float()))
     out = diag.prompter_r2(dd, envs["obs"], params)
@@ -83,7 +79,7 @@ def test_interpolation_weights():
     torch.testing.assert_close(w, inv / inv.sum())  # the farthest of the 5 (0, 1) is not among the 2^2 nearest
 
 
-def test_latent_diagnostics_on_the_trained_model(dd, zoo, envs):  # noqa: F811
+def test_latent_diagnostics_on_the_trained_model(dd, zoo, envs):
     out = diag.latent_diagnostics(dd, zoo, envs["obs"], envs["params"], envs["seen"], n_samples=2, steps=4)
     assert len(out["per_env"]) == 4
     zoo_envs = set(zoo.env_index.tolist())
@@ -96,8 +92,8 @@ def test_latent_diagnostics_on_the_trained_model(dd, zoo, envs):  # noqa: F811
     assert "| seen | 2 |" in diag.markdown(out)
 
 
-def test_latent_diagnostics_zero_for_the_exact_centroid(dd, zoo, envs, monkeypatch):  # noqa: F811
-    from dynadiff_fast.generative.train_dit import encode_zoo
+def test_latent_diagnostics_zero_for_the_exact_centroid(dd, zoo, envs, monkeypatch):
+    from dynadiff_fast.generative.vae import encode_zoo
 
     m = dd.model
     env = envs["ids"][0]
@@ -111,7 +107,7 @@ def test_latent_diagnostics_zero_for_the_exact_centroid(dd, zoo, envs, monkeypat
 
 
 # ---- memorisation -----------------------------------------------------------------------------------------------
-def test_memorisation_audit_on_the_trained_model(dd, zoo, envs):  # noqa: F811
+def test_memorisation_audit_on_the_trained_model(dd, zoo, envs):
     out = diag.memorisation_audit(dd, zoo, envs["obs"][1:3], envs["frames"][1:3], n_samples=2, steps=4)
     assert len(out["per_env"]) == 2 and out["summary"]["n_generated"] == 4
     for row in out["per_env"]:
@@ -121,7 +117,7 @@ def test_memorisation_audit_on_the_trained_model(dd, zoo, envs):  # noqa: F811
     assert "zoo within env" in diag.markdown(out)
 
 
-def test_memorisation_audit_finds_a_copied_zoo_expert(dd, zoo, envs, monkeypatch):  # noqa: F811
+def test_memorisation_audit_finds_a_copied_zoo_expert(dd, zoo, envs, monkeypatch):
     i = 3
     copy = zoo.batched().select([i])
     monkeypatch.setattr(dd, "generate", lambda obs, n_samples=1, **k: (copy, torch.full((1,), float("nan"))))
@@ -141,7 +137,7 @@ def test_rms_distances_and_nearest_within_between():
 
 
 # ---- bad inputs -------------------------------------------------------------------------------------------------
-def test_bad_inputs(dd, zoo, envs):  # noqa: F811
+def test_bad_inputs(dd, zoo, envs):
     obs, params, seen, frames = envs["obs"], envs["params"], envs["seen"], envs["frames"]
     with pytest.raises(ValueError, match=r"params: expected shape \[4, 1\].*\(3, 1\)"):
         diag.prompter_r2(dd, obs, params[:3])

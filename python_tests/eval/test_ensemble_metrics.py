@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from dynadiff_fast.eval.metrics import (
+from dynadiff_fast.metrics import (
     crps_ensemble,
     crps_ensemble_reference,
     ensemble_spread_error,

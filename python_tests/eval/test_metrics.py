@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from dynadiff_fast.eval.metrics import rmse, ssim
+from dynadiff_fast.metrics import rmse, ssim
 
 
 def _fields(rng, shape):

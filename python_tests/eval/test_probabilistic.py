@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dynadiff_fast.eval.metrics import crps_ensemble, pit_coverage, rank_histogram
 from dynadiff_fast.eval.probabilistic import add_summary, cat_ensemble_scores, probe, score_ensemble
+from dynadiff_fast.metrics import crps_ensemble, pit_coverage, rank_histogram
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from dd_synth import SPLIT, SynthDataset
 
 from dynadiff_fast.eval.protocol import (
     ProtocolConfig,
@@ -15,41 +14,37 @@ from dynadiff_fast.eval.protocol import (
     summarize,
     truth,
 )
+from python_tests.dd_synth import SPLIT, SynthDataset
 
 
-@pytest.fixture(scope="module")
-def leaky():
-    return SynthDataset(future_nan=True)
-
-
-def test_domains_follow_the_split(leaky):
-    d = domain_envs(leaky)
+def test_domains_follow_the_split(synth_leaky):
+    d = domain_envs(synth_leaky)
     assert d["in_domain"][0].tolist() == SPLIT["seen"]
     assert d["out_domain"][0].tolist() == SPLIT["unseen_in"] + SPLIT["unseen_out"]
     assert d["out_domain"][1] == ["unseen_in"] * 2 + ["unseen_out"]
 
 
-def test_task_holds_no_future_test_frame(leaky):
+def test_task_holds_no_future_test_frame(synth_leaky):
     # every test frame after frame 0 is NaN: a task that contained one would not be finite
     for domain in ("in_domain", "out_domain"):
-        task = make_task(leaky, domain, ProtocolConfig(obs_len=5))
+        task = make_task(synth_leaky, domain, ProtocolConfig(obs_len=5))
         assert torch.isfinite(task.obs).all() and torch.isfinite(task.x0).all()
-        assert task.test_trajs == list(range(leaky.n_train_traj, leaky.n_traj))
-        assert not torch.isfinite(truth(leaky, task)[:, :, 1:]).any()
+        assert task.test_trajs == list(range(synth_leaky.n_train_traj, synth_leaky.n_traj))
+        assert not torch.isfinite(truth(synth_leaky, task)[:, :, 1:]).any()
         # the observations come from the (training) trajectory obs_traj, not from a test trajectory
-        torch.testing.assert_close(task.obs, leaky.data[task.envs, 0, :5])
-        torch.testing.assert_close(task.x0, leaky.data[task.envs][:, leaky.n_train_traj :, 0])
+        torch.testing.assert_close(task.obs, synth_leaky.data[task.envs, 0, :5])
+        torch.testing.assert_close(task.x0, synth_leaky.data[task.envs][:, synth_leaky.n_train_traj :, 0])
 
 
-def test_observation_trajectory_must_be_a_training_one(leaky):
+def test_observation_trajectory_must_be_a_training_one(synth_leaky):
     with pytest.raises(ValueError, match="obs_traj"):
-        make_task(leaky, "in_domain", ProtocolConfig(obs_len=5, obs_traj=leaky.n_train_traj))
+        make_task(synth_leaky, "in_domain", ProtocolConfig(obs_len=5, obs_traj=synth_leaky.n_train_traj))
     with pytest.raises(ValueError, match="obs_len"):
-        make_task(leaky, "in_domain", ProtocolConfig(obs_len=1))
+        make_task(synth_leaky, "in_domain", ProtocolConfig(obs_len=1))
     with pytest.raises(ValueError, match="rollout_steps"):
-        make_task(leaky, "in_domain", ProtocolConfig(obs_len=5, rollout_steps=leaky.n_frames))
+        make_task(synth_leaky, "in_domain", ProtocolConfig(obs_len=5, rollout_steps=synth_leaky.n_frames))
     with pytest.raises(ValueError, match="domain"):
-        make_task(leaky, "sideways")
+        make_task(synth_leaky, "sideways")
 
 
 def test_rollout_and_prefix_error():

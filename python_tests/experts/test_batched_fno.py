@@ -4,8 +4,8 @@ round-trips modules/state dicts, and rejects bad input with clear errors."""
 import pytest
 import torch
 
+from dynadiff_fast.experts.batched_fno import BatchedFNO
 from dynadiff_fast.experts.configs import ExpertConfig
-from dynadiff_fast.weightspace.batched_fno import BatchedFNO
 
 CONFIGS = [
     # (config, grid): neuraloperator defaults, Table 3 cylinder modes on a non-square grid, odd

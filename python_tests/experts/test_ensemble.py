@@ -4,12 +4,12 @@
 import pytest
 import torch
 
-from dynadiff_fast.eval.metrics import crps_ensemble
+from dynadiff_fast.experts.batched_fno import BatchedFNO
+from dynadiff_fast.experts.batched_mlp import BatchedMLP
 from dynadiff_fast.experts.configs import ExpertConfig, MLPExpertConfig
 from dynadiff_fast.experts.ensemble import pick_ensemble, prefix_crps, rollout_ensemble, rollout_ensemble_reference
 from dynadiff_fast.experts.evaluate import prefix_error
-from dynadiff_fast.weightspace.batched_fno import BatchedFNO
-from dynadiff_fast.weightspace.batched_mlp import BatchedMLP
+from dynadiff_fast.metrics import crps_ensemble
 
 FNO = ExpertConfig(in_channels=2, out_channels=2, hidden_channels=4, n_modes=(4, 4), n_layers=2)
 MLP = MLPExpertConfig(state_dim=2, hidden=8, n_layers=2)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from dynadiff_fast.experts import evaluate_experts
+from dynadiff_fast.experts.batched_fno import BatchedFNO
 from dynadiff_fast.experts.configs import ExpertConfig
-from dynadiff_fast.weightspace.batched_fno import BatchedFNO
 
 CFG = ExpertConfig(2, 2, 8, (6, 6), 2)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dynadiff_fast.experts import train as tr
+from dynadiff_fast.experts.batched_fno import BatchedFNO
 from dynadiff_fast.experts.configs import expert_config
-from dynadiff_fast.weightspace.batched_fno import BatchedFNO
 
 TINY = dict(in_channels=1, out_channels=1, hidden_channels=8, n_layers=2, n_modes=(4, 4), lifting_channel_ratio=1)
 

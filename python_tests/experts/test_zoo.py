@@ -1,82 +1,37 @@
 """The zoo end to end on a small exactly-known system: build, storage, resume, torchrun sharding, bad input.
 
-A stand-in system (``Advect``: a band-limited random field translated by ``c`` grid cells per frame, ``c``
-the environment parameter) replaces the PDE solvers: each environment's dynamics differ in a way an FNO
-can represent exactly, so the base model (trained on all environments) must average and every expert
-(fine-tuned on its own environment) must do better, which the build test asserts against numbers
-computed in the same run.
+A stand-in system (``Advect`` of python_tests/synthetic_systems.py: a band-limited random field translated by
+``c`` grid cells per frame, ``c`` the environment parameter) replaces the PDE solvers: each environment's
+dynamics differ in a way an FNO can represent exactly, so the base model (trained on all environments) must
+average and every expert (fine-tuned on its own environment) must do better, which the build test asserts
+against numbers computed in the same run.
 """
 
-import dataclasses
 import json
-import math
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from dynadiff_fast import systems
-from dynadiff_fast.data import make_dataset, presets
 from dynadiff_fast.data.presets import DatasetPreset
-from dynadiff_fast.experts import zoo_build
 from dynadiff_fast.experts.zoo import Zoo
-from dynadiff_fast.systems.base import System
+from dynadiff_fast.stages import zoo as zoo_build
+from dynadiff_fast.stages.simulate import make_dataset
+from python_tests.synthetic_systems import Advect, register
 
 SMALL_EXPERT = {"hidden_channels": 8, "n_layers": 2, "n_modes": [6, 6], "lifting_channel_ratio": 1}
-
-
-@dataclasses.dataclass(frozen=True)
-class Advect(System):
-    """u(x, t + 1) = u(x - c, t) on a periodic 16x16 grid (exact Fourier shift of a band-limited field)."""
-
-    name = "kolmogorov"  # registered under a name expert_config knows; the dynamics are this class's
-    param_names = ("c",)
-    channel_names = ("u",)
-    initial_channels = ("u",)
-    resolution: int = 16
-
-    @property
-    def dt_frame(self):
-        return 1.0
-
-    @property
-    def grid(self):
-        return (self.resolution, self.resolution)
-
-    @property
-    def domain(self):
-        return ((0.0, 2 * math.pi), (0.0, 2 * math.pi))
-
-    def random_initial(self, n, seed=0, device=None):
-        g = torch.Generator().manual_seed(seed)
-        n_res = self.resolution
-        spec = torch.zeros(n, 1, n_res, n_res // 2 + 1, dtype=torch.complex64)
-        for ky in (-2, -1, 0, 1, 2):
-            for kx in (0, 1, 2):
-                spec[:, 0, ky % n_res, kx] = torch.randn(n, dtype=torch.complex64, generator=g)
-        return torch.fft.irfft2(spec, s=(n_res, n_res), norm="forward")
-
-    def simulate(self, params, initial=None, n_frames=10, seed=0, backend="auto", device=None):
-        p = self.validate_params(params)
-        x = self.random_initial(p.shape[0], seed) if initial is None else initial
-        kx = torch.fft.rfftfreq(self.resolution, 1.0 / self.resolution)
-        phase = torch.exp(-2j * math.pi * kx[None, :] * p[:, :1].float() / self.resolution)  # [n, W//2+1]
-        frames = [x]
-        for _ in range(n_frames):
-            spec = torch.fft.rfft2(frames[-1]) * phase[:, None, None, :]
-            frames.append(torch.fft.irfft2(spec, s=x.shape[-2:]))
-        return torch.stack(frames, 1).float()
+ADVECT = DatasetPreset(((0.0, 2.0, 6),), 3, 4, 2, 8, out_fraction=0.0)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setitem(systems._SYSTEMS, "kolmogorov", (__name__, "Advect"))
-    mp.setitem(presets._TINY, "kolmogorov", DatasetPreset(((0.0, 2.0, 6),), 3, 4, 2, 8, out_fraction=0.0))
-    path = make_dataset("kolmogorov", "tiny", out=str(tmp_path_factory.mktemp("data") / "advect.h5"), progress=False)
+    register(mp, Advect, ADVECT)
+    path = make_dataset("advect", "tiny", out=str(tmp_path_factory.mktemp("data") / "advect.h5"), progress=False)
     yield path
     mp.undo()
 
@@ -125,7 +80,7 @@ def test_experts_beat_the_base_on_their_own_environment(built, dataset):
     """The zoo's reason to exist, measured again here (not trusting the manifest): on each seen
     environment's held-out test trajectories, the experts' rollout RMSE is below the base model's."""
     from dynadiff_fast.data import EnvDataset
-    from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+    from dynadiff_fast.experts.batched_fno import BatchedFNO
 
     zoo = Zoo.open(built)
     base = BatchedFNO.from_modules([zoo.base_module()])
@@ -195,10 +150,9 @@ def test_corrupt_shard_is_detected_and_rebuilt(built, dataset, tmp_path):
 
 def test_resume_with_other_data_or_settings_is_refused(built, dataset, tmp_path):
     mp = pytest.MonkeyPatch()
-    mp.setitem(systems._SYSTEMS, "kolmogorov", (__name__, "Advect"))
-    mp.setitem(presets._TINY, "kolmogorov", DatasetPreset(((0.0, 2.0, 6),), 3, 4, 2, 8, out_fraction=0.0))
+    register(mp, Advect, ADVECT)
     try:
-        other = make_dataset("kolmogorov", "tiny", out=str(tmp_path / "other.h5"), seed=1, progress=False)
+        other = make_dataset("advect", "tiny", out=str(tmp_path / "other.h5"), seed=1, progress=False)
     finally:
         mp.undo()
     files = sorted(p.name for p in built.rglob("*"))
@@ -309,13 +263,15 @@ def test_two_process_gloo_build_equals_single_process(built, dataset, tmp_path):
     Pretraining is data parallel, so the base differs from the 1-process one only by float rounding."""
     out = tmp_path / "z"
     script = (
-        f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_zoo as t, pytest;"
-        "mp = pytest.MonkeyPatch(); mp.setitem(t.systems._SYSTEMS, 'kolmogorov', ('test_zoo', 'Advect'));"
+        "import pytest; from python_tests.experts import test_zoo as t;"
+        "mp = pytest.MonkeyPatch(); t.register(mp, t.Advect, t.ADVECT);"
         f"t.zoo_build.build_zoo(t._cfg({str(dataset)!r}, {str(out)!r}))"
     )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29517",
            "--no-python", sys.executable, "-c", script]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # the ranks import this module as python_tests.experts.test_zoo: the repository root goes on their path
+    path = [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, path)))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = Zoo.open(out), Zoo.open(built)

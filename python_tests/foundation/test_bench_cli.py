@@ -2,14 +2,14 @@
 
 import textwrap
 
-from dynadiff_fast._bench import BenchConfig, _run, summary_table
+from dynadiff_fast.stages.bench import BenchConfig, _run, summary_table
 
 
 def test_results_with_targets_are_collected_into_one_table(tmp_path, capsys):
     for name, value in (("fast", 4.0), ("slow", 1.5)):
         (tmp_path / f"bench_{name}.py").write_text(
             textwrap.dedent(f"""
-                from dynadiff_fast._bench import report
+                from dynadiff_fast.stages.bench import report
                 print("human line of {name}")
                 report("{name} speed-up", {value}, 3.0)
                 report("{name} memory", 0.5, 1.0, higher=False, unit=" GiB")

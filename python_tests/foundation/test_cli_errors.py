@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from dynadiff_fast import cli, config, io
+from dynadiff_fast.stages.common import Command
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,7 @@ def _run(cfg):
     return 0
 
 
-COMMAND = cli.Command(help="test command", config=BoomConfig, run=_run)
+COMMAND = Command(config=BoomConfig, run=_run)
 
 
 @pytest.fixture

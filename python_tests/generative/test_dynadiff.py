@@ -10,10 +10,8 @@ Then the whole trained pipeline on disk (dataset -> zoo -> `train all` -> DynaDi
 stand-in system: shapes, selection, prompt controls, any L, bad inputs, broken run folders, resume.
 """
 
-import dataclasses
 import json
 import shutil
-import sys
 import warnings
 
 import pytest
@@ -22,7 +20,6 @@ import torch
 from dynadiff_fast.generative.dit import DiTConfig
 from dynadiff_fast.generative.dynadiff import DynaDiffModel
 from dynadiff_fast.generative.prompter import PrompterConfig
-from dynadiff_fast.systems.base import System
 
 L_LAT, D_LAT, OBS = 6, 4, 5
 
@@ -145,87 +142,10 @@ def test_latent_standardisation_round_trip(rng):
 
 # ----------------------------------------------------------------------------------------------------------------
 # The whole trained pipeline on disk: dataset -> zoo -> `train all` (VAE, DiT) -> DynaDiff.load / generate / CLI.
-# A stand-in system (relaxation u -> 1 at rate k, exactly linear per step) keeps it to seconds; the models are
-# deliberately undertrained: these tests check the mechanics, the API and the errors (quality: the toy above).
+# The ``pipeline`` / ``dd`` fixtures (conftest.py) train it on a stand-in system (``Relax``: u -> 1 at rate k, exactly
+# linear per step) in seconds; the models are deliberately undertrained: these tests check the mechanics, the API
+# and the errors (quality: the toy above).
 # ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Relax(System):
-    """u(t) = 1 + (u0 - 1) exp(-k t) on a 12 x 12 grid (one channel)."""
-
-    name = "relax"
-    param_names = ("k",)
-    channel_names = ("u",)
-    initial_channels = ("u",)
-    resolution: int = 12
-
-    @property
-    def dt_frame(self):
-        return 0.2
-
-    @property
-    def grid(self):
-        return (self.resolution, self.resolution)
-
-    @property
-    def domain(self):
-        return ((0.0, 1.0), (0.0, 1.0))
-
-    def random_initial(self, n, seed=0, device=None):
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(n, 1, *self.grid, generator=g)
-        return torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False) * 2
-
-    def simulate(self, params, initial=None, n_frames=10, seed=0, backend="auto", device=None):
-        p = self.validate_params(params)
-        x0 = self.random_initial(p.shape[0], seed) if initial is None else initial
-        t = torch.arange(n_frames + 1, dtype=torch.float64) * self.dt_frame
-        decay = torch.exp(-p[:, :1] * t[None, :])[:, :, None, None, None]
-        return (x0[:, None].double() * decay + (1 - decay)).float()
-
-
-@dataclasses.dataclass(frozen=True)
-class RelaxOther(Relax):
-    name = "relax_other"
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    from dynadiff_fast import systems
-    from dynadiff_fast.data import presets, simulate
-    from dynadiff_fast.data.presets import DatasetPreset
-    from dynadiff_fast.experts import configs
-    from dynadiff_fast.experts.zoo_build import ZooBuildConfig, build_zoo
-    from dynadiff_fast.generative.train_all import TrainAllConfig, train_all
-
-    root = tmp_path_factory.mktemp("pipeline")
-    preset = DatasetPreset(((0.2, 2.0, 10),), n_seen=6, n_train_traj=4, n_test_traj=2, n_frames=8)
-    with pytest.MonkeyPatch.context() as mp:
-        sys.modules.setdefault(__name__, sys.modules[__name__])
-        for name, cls in (("relax", "Relax"), ("relax_other", "RelaxOther")):
-            mp.setitem(systems._SYSTEMS, name, (__name__, cls))
-            mp.setitem(presets._TINY, name, preset)
-        mp.setitem(configs._PAPER, "relax", dict(channels=1, n_modes=(4, 4), n_layers=2))
-        data = simulate.make_dataset("relax", "tiny", str(root / "relax.h5"), progress=False)
-        other = simulate.make_dataset("relax_other", "tiny", str(root / "other.h5"), progress=False)
-        zoo = build_zoo(ZooBuildConfig(data=str(data), out=str(root / "zoo"), experts_per_env=2, pretrain_epochs=2,
-                                       finetune_epochs=2, progress=False,
-                                       expert={"hidden_channels": 4, "n_layers": 2, "n_modes": [4, 4]}))  # fmt: skip
-        vae = {"steps": 6, "batch_size": 4, "model": {"d_model": 16, "latent_dim": 4, "n_layers": 1},
-               "quality": False, "checkpoint_every": 6, "func_frames": 4, "func_batch": 2}  # fmt: skip
-        dit = {"steps": 12, "batch_size": 8, "ckpt_every": 6, "log_every": 6, "obs_len": 5,
-               "dit": {"hidden_size": 16, "depth": 1, "num_heads": 2}, "prompter": {"gru_hidden": 8}}  # fmt: skip
-        run = train_all(TrainAllConfig(zoo=str(zoo), data=str(data), out=str(root / "run"), progress=False,
-                                       vae=vae, dit=dit))  # fmt: skip
-        yield dict(root=root, data=data, other=other, zoo=zoo, run=run, dit=dit)
-
-
-@pytest.fixture(scope="module")
-def dd(pipeline):
-    from dynadiff_fast.generative.dynadiff import DynaDiff
-
-    return DynaDiff.load(pipeline["run"])
 
 
 @pytest.fixture(scope="module")
@@ -464,21 +384,21 @@ def test_generate_cli_writes_a_neuraloperator_checkpoint(pipeline, dd, tmp_path,
 
 
 def read_obs(dd, pipeline, frames):
-    from dynadiff_fast.generative.generate_cli import read_observations
+    from dynadiff_fast.stages.generate import read_observations
 
     return read_observations(dd, f"{pipeline['data']}:0", frames)
 
 
 def test_train_dit_resumes(pipeline):
     from dynadiff_fast.generative.checkpoint import latest_checkpoint
-    from dynadiff_fast.generative.train_dit import TrainDiTConfig, train_dit
+    from dynadiff_fast.stages.train_dit import TrainDiTConfig, train_dit
 
     run = pipeline["run"]
     cfg = {**pipeline["dit"], "steps": 18}
     train_dit(TrainDiTConfig(zoo=str(pipeline["zoo"]), vae=str(run / "vae"), data=str(pipeline["data"]),
                              out=str(run / "dit"), progress=False, **cfg))  # fmt: skip
     assert latest_checkpoint(run / "dit").name == "step_00000018"
-    steps = [json.loads(line)["step"] for line in (run / "dit" / "train_log.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (run / "dit" / "log.jsonl").read_text().splitlines()]
     assert steps == [6, 12, 18]  # resumed at 12, not restarted
     with pytest.raises(ValueError, match="different"):
         train_dit(TrainDiTConfig(zoo=str(pipeline["zoo"]), vae=str(run / "vae"), data=str(pipeline["data"]),
@@ -490,10 +410,10 @@ def test_train_dit_with_vicinal_mixing_resumes_exactly(pipeline, tmp_path, monke
     one go == killed after the step-2 checkpoint and re-run."""
     from dynadiff_fast.generative import checkpoint
     from dynadiff_fast.generative.dynadiff import DynaDiff
-    from dynadiff_fast.generative.train_dit import TrainDiTConfig, train_dit
+    from dynadiff_fast.stages.train_dit import TrainDiTConfig, train_dit
 
     run = pipeline["run"]
-    cfg = {**pipeline["dit"], "steps": 4, "ckpt_every": 2, "log_every": 1, "mix_prob": 1.0, "mix_span": 0.5}
+    cfg = {**pipeline["dit"], "steps": 4, "checkpoint_every": 2, "log_every": 1, "mix_prob": 1.0, "mix_span": 0.5}
 
     def train(out):
         return train_dit(TrainDiTConfig(zoo=str(pipeline["zoo"]), vae=str(run / "vae"), data=str(pipeline["data"]),
@@ -522,7 +442,7 @@ def test_train_dit_with_vicinal_mixing_resumes_exactly(pipeline, tmp_path, monke
 
 def test_observation_pool_windows_and_memory_cap(pipeline):
     from dynadiff_fast.data import EnvDataset
-    from dynadiff_fast.generative.train_dit import ObservationPool
+    from dynadiff_fast.stages.train_dit import ObservationPool
 
     with EnvDataset.open(pipeline["data"]) as ds:
         envs = ds.split["seen"].tolist()

@@ -12,15 +12,13 @@ import types
 import pytest
 import torch
 
-from dynadiff_fast import cli, systems
-from dynadiff_fast.data import make_dataset, presets
+from dynadiff_fast import cli
 from dynadiff_fast.data.presets import DatasetPreset
-from dynadiff_fast.experts import zoo_build
+from dynadiff_fast.experts.batched_fno import BatchedFNO
 from dynadiff_fast.experts.configs import ExpertConfig, expert_config
 from dynadiff_fast.experts.evaluate import evaluate_experts
 from dynadiff_fast.experts.zoo import Zoo
 from dynadiff_fast.generative.checkpoint import checkpoint_dirs, read_meta
-from dynadiff_fast.generative.train_vae import TrainVAEConfig, train_vae
 from dynadiff_fast.generative.vae import (
     VAEConfig,
     WeightVAE,
@@ -31,9 +29,11 @@ from dynadiff_fast.generative.vae import (
     load_vae,
     reconstruction_loss,
 )
-from dynadiff_fast.systems.base import System
-from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+from dynadiff_fast.stages import zoo as zoo_build
+from dynadiff_fast.stages.simulate import make_dataset
+from dynadiff_fast.stages.train_vae import TrainVAEConfig, train_vae
 from dynadiff_fast.weightspace.graph import NodeTokens, WeightGraph
+from python_tests.synthetic_systems import Drift, register
 
 SMALL = ExpertConfig(in_channels=1, out_channels=1, hidden_channels=4, n_modes=(4, 4), n_layers=2)
 TINY_VAE = VAEConfig(d_model=32, latent_dim=8, n_heads=2, n_layers=1, mlp_ratio=2)
@@ -133,59 +133,16 @@ def test_layout_mismatch_names_the_first_layer():
 
 
 # -------------------------------------------------------------------------------------------------
-# Training end to end on a tiny exactly-representable system
+# Training end to end on a tiny exactly-representable system (Drift, python_tests/synthetic_systems.py)
 # -------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Drift(System):
-    """u(t + 1) = u(x - c, t) damped by exp(-|k|^2 / 40): a Fourier multiplier, exact for a 1-layer FNO."""
-
-    name = "kolmogorov"  # registered under a name expert_config knows; the dynamics are this class's
-    param_names = ("c",)
-    channel_names = ("u",)
-    initial_channels = ("u",)
-    resolution: int = 12
-
-    @property
-    def dt_frame(self):
-        return 1.0
-
-    @property
-    def grid(self):
-        return (self.resolution, self.resolution)
-
-    @property
-    def domain(self):
-        return ((0.0, 2 * math.pi), (0.0, 2 * math.pi))
-
-    def random_initial(self, n, seed=0, device=None):
-        g = torch.Generator().manual_seed(seed)
-        spec = torch.zeros(n, 1, self.resolution, self.resolution // 2 + 1, dtype=torch.complex64)
-        spec[:, 0, :2, :2] = torch.randn(n, 2, 2, dtype=torch.complex64, generator=g)
-        spec[:, 0, -1, 1] = torch.randn(n, dtype=torch.complex64, generator=g)
-        return torch.fft.irfft2(spec, s=self.grid, norm="forward")
-
-    def simulate(self, params, initial=None, n_frames=10, seed=0, backend="auto", device=None):
-        p = self.validate_params(params)
-        x = self.random_initial(p.shape[0], seed) if initial is None else initial
-        ky = torch.fft.fftfreq(self.resolution, 1.0 / self.resolution)[:, None]
-        kx = torch.fft.rfftfreq(self.resolution, 1.0 / self.resolution)[None, :]
-        shift = torch.exp(-2j * math.pi * kx * p[:, :1, None].float() / self.resolution)  # [n, 1, W//2+1]
-        mult = shift * torch.exp(-(kx**2 + ky**2) / 40.0)
-        frames = [x]
-        for _ in range(n_frames):
-            frames.append(torch.fft.irfft2(torch.fft.rfft2(frames[-1]) * mult[:, None], s=self.grid))
-        return torch.stack(frames, 1).float()
 
 
 @pytest.fixture(scope="module")
 def zoo_dir(tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setitem(systems._SYSTEMS, "kolmogorov", (__name__, "Drift"))
-    mp.setitem(presets._TINY, "kolmogorov", DatasetPreset(((0.0, 1.5, 5),), 4, 4, 2, 6, out_fraction=0.0))
+    register(mp, Drift, DatasetPreset(((0.0, 1.5, 5),), 4, 4, 2, 6, out_fraction=0.0))
     root = tmp_path_factory.mktemp("vae")
-    data = make_dataset("kolmogorov", "tiny", out=str(root / "drift.h5"), progress=False)
+    data = make_dataset("drift", "tiny", out=str(root / "drift.h5"), progress=False)
     expert = {"hidden_channels": 4, "n_layers": 1, "n_modes": [4, 4], "lifting_channel_ratio": 1,
               "projection_channel_ratio": 1, "use_channel_mlp": False}  # fmt: skip
     zoo_build.build_zoo(zoo_build.ZooBuildConfig(
@@ -209,7 +166,7 @@ def test_train_vae_reconstructs_experts_better_than_the_base(zoo_dir, tmp_path):
     out = train_vae(_train_cfg(zoo_dir, tmp_path / "run"))
     assert [p.name for p in checkpoint_dirs(out)] == ["step_00000080", "step_00000120"]
     meta = read_meta(out)
-    assert meta["complete"] and meta["system_name"] == "kolmogorov"
+    assert meta["complete"] and meta["system_name"] == "drift"
     assert set(meta["losses"]) >= {"loss", "recon", "kl", "func", "func_weight"}
     lines = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
     assert [ln["step"] for ln in lines] == [20, 40, 60, 80, 100, 120]
@@ -310,12 +267,12 @@ def test_bad_config_and_missing_inputs(tmp_path):
 def test_resume_tolerates_a_torn_last_log_line(tmp_path):
     """A kill or a full disk mid-write leaves half a JSON line at the end of the log: it is dropped (the resumed run
     writes it again); lines past the checkpoint go too; a damaged line before the last is an error naming it."""
-    from dynadiff_fast.generative.train_vae import _truncate_log
+    from dynadiff_fast.stages.common import truncate_log
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "loss": 0.3}\n{"step": 4, "lo')
-    _truncate_log(log, 2)
+    truncate_log(log, 2)
     assert [json.loads(ln)["step"] for ln in log.read_text().splitlines()] == [1, 2]
     log.write_text('{"step": 1}\n{"st\n{"step": 2}\n')
     with pytest.raises(ValueError, match=r"log\.jsonl line 2 is not a JSON record"):
-        _truncate_log(log, 2)
+        truncate_log(log, 2)

@@ -3,7 +3,7 @@ observation-budget stages skip the main L, bad settings fail with one clear line
 
 import pytest
 
-from dynadiff_fast.pipeline import benchmark as bm
+from dynadiff_fast.stages import benchmark as bm
 
 
 def test_seeds_share_the_split_and_own_a_folder(tmp_path):

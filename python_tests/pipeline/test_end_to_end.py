@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from dynadiff_fast.data.simulate import SimulateConfig, simulate_dataset
-from dynadiff_fast.eval.evaluate_cli import EvaluateConfig, run_evaluation
 from dynadiff_fast.eval.protocol import ProtocolConfig
-from dynadiff_fast.experts.zoo_build import ZooBuildConfig, build_zoo
-from dynadiff_fast.generative.train_dit import TrainDiTConfig, train_dit
-from dynadiff_fast.generative.train_vae import TrainVAEConfig, train_vae
+from dynadiff_fast.stages.evaluate import EvaluateConfig, run_evaluation
+from dynadiff_fast.stages.simulate import SimulateConfig, simulate_dataset
+from dynadiff_fast.stages.train_dit import TrainDiTConfig, train_dit
+from dynadiff_fast.stages.train_vae import TrainVAEConfig, train_vae
+from dynadiff_fast.stages.zoo import ZooBuildConfig, build_zoo
 
 EXPERT = {"hidden_channels": 8, "n_modes": [4, 4]}
 

@@ -13,16 +13,16 @@ from safetensors.torch import load_file
 
 from dynadiff_fast.baselines import METHODS, result_keys
 from dynadiff_fast.data import EnvDataset
-from dynadiff_fast.data.simulate import SimulateConfig, simulate_dataset
-from dynadiff_fast.eval.evaluate_cli import EvaluateConfig, run_evaluation
 from dynadiff_fast.eval.protocol import ProtocolConfig
-from dynadiff_fast.eval.report import CONTROLS
 from dynadiff_fast.experts.configs import ExpertConfig, MLPExpertConfig
 from dynadiff_fast.experts.zoo import Zoo
-from dynadiff_fast.experts.zoo_build import ZooBuildConfig, build_zoo
-from dynadiff_fast.generative.generate_cli import GenerateConfig, generate_expert
-from dynadiff_fast.generative.train_dit import TrainDiTConfig, train_dit
-from dynadiff_fast.generative.train_vae import TrainVAEConfig, train_vae
+from dynadiff_fast.stages.evaluate import EvaluateConfig, run_evaluation
+from dynadiff_fast.stages.generate import GenerateConfig, generate_expert
+from dynadiff_fast.stages.report import CONTROLS
+from dynadiff_fast.stages.simulate import SimulateConfig, simulate_dataset
+from dynadiff_fast.stages.train_dit import TrainDiTConfig, train_dit
+from dynadiff_fast.stages.train_vae import TrainVAEConfig, train_vae
+from dynadiff_fast.stages.zoo import ZooBuildConfig, build_zoo
 
 FNO = {"hidden_channels": 8, "n_modes": [4, 4]}
 # the coordinate searches score points^P candidates per level: 5 per axis keeps the two-parameter systems quick

@@ -116,15 +116,15 @@ def test_every_preset_checkpoints_inside_each_long_stage(preset):
     """A kill must lose part of a stage, not all of it: the zoo fine-tunes seen environments in more than one
     group, and the VAE and the DiT checkpoint before their last step, with every preset's defaults."""
     from dynadiff_fast.data.presets import available, get_preset
-    from dynadiff_fast.experts.zoo_build import zoo_preset
-    from dynadiff_fast.generative.train_dit import TrainDiTConfig
-    from dynadiff_fast.generative.train_dit import resolve as resolve_dit
-    from dynadiff_fast.generative.train_vae import TrainVAEConfig
-    from dynadiff_fast.generative.train_vae import resolve as resolve_vae
+    from dynadiff_fast.stages.train_dit import TrainDiTConfig
+    from dynadiff_fast.stages.train_dit import resolve as resolve_dit
+    from dynadiff_fast.stages.train_vae import TrainVAEConfig
+    from dynadiff_fast.stages.train_vae import resolve as resolve_vae
+    from dynadiff_fast.stages.zoo import zoo_preset
 
     for system, p in available():
         if p == preset:
             assert zoo_preset(system, preset).envs_per_step < get_preset(system, preset).n_seen, system
     vae = resolve_vae(TrainVAEConfig(zoo="z", out="o", preset=preset))
     dit = resolve_dit(TrainDiTConfig(zoo="z", vae="v", data="d", out="o", preset=preset))
-    assert vae.checkpoint_every < vae.steps and dit.ckpt_every < dit.steps
+    assert vae.checkpoint_every < vae.steps and dit.checkpoint_every < dit.steps

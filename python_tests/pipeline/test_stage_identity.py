@@ -8,12 +8,12 @@ import pytest
 from dynadiff_fast.cli import main
 from dynadiff_fast.data import EnvDataset
 from dynadiff_fast.data.dataset import identity_mismatches
-from dynadiff_fast.data.simulate import SimulateConfig, simulate_dataset
 from dynadiff_fast.experts.zoo import Zoo
-from dynadiff_fast.experts.zoo_build import ZooBuildConfig, build_zoo
 from dynadiff_fast.generative.dynadiff import check_run
-from dynadiff_fast.generative.train_dit import TrainDiTConfig, train_dit
-from dynadiff_fast.generative.train_vae import TrainVAEConfig, train_vae
+from dynadiff_fast.stages.simulate import SimulateConfig, simulate_dataset
+from dynadiff_fast.stages.train_dit import TrainDiTConfig, train_dit
+from dynadiff_fast.stages.train_vae import TrainVAEConfig, train_vae
+from dynadiff_fast.stages.zoo import ZooBuildConfig, build_zoo
 
 COMMON = {"preset": "tiny", "device": "cpu", "progress": False}
 

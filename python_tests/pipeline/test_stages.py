@@ -2,8 +2,8 @@
 
 import pytest
 
-from dynadiff_fast.pipeline.demo import STAGES, DemoConfig, build_stages, run_dir
-from dynadiff_fast.pipeline.stages import Stage, marker_path, run_stages
+from dynadiff_fast.stages.demo import STAGES, DemoConfig, build_stages, run_dir
+from dynadiff_fast.stages.runner import Stage, marker_path, run_stages
 
 
 def _stages(tmp_path, calls, config=None):

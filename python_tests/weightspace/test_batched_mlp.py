@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from dynadiff_fast.experts import evaluate_experts
+from dynadiff_fast.experts.batched_mlp import BatchedMLP
 from dynadiff_fast.experts.configs import MLPExpert, MLPExpertConfig, expert_config, rk4_step
 from dynadiff_fast.experts.evaluate import paired_prefix_errors, prefix_error
-from dynadiff_fast.weightspace.batched_mlp import BatchedMLP
 from dynadiff_fast.weightspace.graph import NodeTokens, WeightGraph, permute_hidden
 
 # (config, E, B): the paper's LV expert at the tiny preset, odd widths / batch sizes, one expert and one
@@ -191,8 +191,8 @@ def test_bad_input_errors():
         BatchedMLP(expert_config("kolmogorov", "tiny"), bm.stacked())
 
 
-def test_weightspace_exports_it():
-    import dynadiff_fast.weightspace as ws
+def test_experts_exports_it():
+    import dynadiff_fast.experts as ws
 
     assert ws.BatchedMLP is BatchedMLP
     assert (

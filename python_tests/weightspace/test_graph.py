@@ -369,7 +369,7 @@ def test_unsupported_modules_are_rejected():
 
 
 def test_batched_fno_round_trip_and_functional_gradients():
-    batched_fno = pytest.importorskip("dynadiff_fast.weightspace.batched_fno")
+    batched_fno = pytest.importorskip("dynadiff_fast.experts.batched_fno")
     configs = pytest.importorskip("dynadiff_fast.experts.configs")
     cfg = configs.ExpertConfig(in_channels=2, out_channels=2, hidden_channels=6, n_modes=(6, 6), n_layers=2)
     models = []

@@ -55,7 +55,7 @@ class SynthDataset:
     dt_frame = 1.0
 
     def __init__(self, n_train: int = 3, n_test: int = 2, n_frames: int = 9, seed: int = 0, future_nan: bool = False):
-        from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+        from dynadiff_fast.experts.batched_fno import BatchedFNO
 
         self.theta0, self.plus, self.minus = family(seed)
         self.params = torch.tensor(ALPHAS, dtype=torch.float64)[:, None]
@@ -117,7 +117,7 @@ class SynthZoo:
         return [self.ds.weights(float(self.params[i, 0])) for i in idx]
 
     def batched(self, indices=None):
-        from dynadiff_fast.weightspace.batched_fno import BatchedFNO
+        from dynadiff_fast.experts.batched_fno import BatchedFNO
 
         return BatchedFNO.from_state_dicts(CFG, self.state_dicts(indices)).eval()
 
