@@ -18,6 +18,7 @@ an interrupted run never leaves a half-written file under the final name and a r
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 
 from dynadiff_fast import io
+
+log = logging.getLogger("dynadiff.dataset")
 
 FORMAT = "dynadiff-envdataset-1"
 SPLITS = ("seen", "unseen_in", "unseen_out")
@@ -50,6 +53,28 @@ def reuse_finished(out: Path, config: dict) -> bool:
         if existing.config != config:
             raise ValueError(f"out: {out} exists and was made with another config; delete it or choose another --out")
     return True
+
+
+def resume_state(partial: Path, config: dict, done_key: str, n: int, what: str) -> np.ndarray | None:
+    """The ``done_key`` flags ``[n]`` of a compatible unfinished file (same config, same count), or None when
+    starting fresh: an incompatible or unreadable leftover is discarded, never mixed in. ``what`` names the
+    units in the log line (e.g. "environments")."""
+    if not partial.exists():
+        return None
+    import h5py
+
+    try:
+        with h5py.File(partial, "r") as f:
+            same = json.loads(f.attrs["config"]) == config and f[done_key].shape == (n,)
+            done = f[done_key][...] if same else None
+    except (OSError, KeyError):
+        done = None
+    if done is None:
+        log.warning("discarding incompatible or unreadable %s", partial)
+        partial.unlink()
+    else:
+        log.info("resuming %s: %d/%d %s already written", partial, int(done.sum()), n, what)
+    return done
 
 
 def create_partial(

@@ -58,7 +58,6 @@ per-window marker; a re-run with the same config continues, and the file is rena
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -618,27 +617,6 @@ def _check_finite(x: np.ndarray, variables, boxes, when: Sequence[str]) -> None:
     )
 
 
-def _resume_state(partial: Path, resolved: dict, n_traj: int) -> np.ndarray | None:
-    """Windows already written in a compatible unfinished file, or None when starting fresh (an incompatible
-    or unreadable leftover is discarded, never mixed in)."""
-    if not partial.exists():
-        return None
-    import h5py
-
-    try:
-        with h5py.File(partial, "r") as f:
-            same = json.loads(f.attrs["config"]) == resolved and f[_DONE].shape == (n_traj,)
-            done = f[_DONE][...] if same else None
-    except (OSError, KeyError):
-        done = None
-    if done is None:
-        log.warning("discarding incompatible or unreadable %s", partial)
-        partial.unlink()
-    else:
-        log.info("resuming %s: %d/%d trajectory windows already written", partial, int(done.sum()), n_traj)
-    return done
-
-
 def _env_params(partial: Path, centres: np.ndarray, variables, stats: Sequence[str], n_train: int) -> np.ndarray:
     """``[n_env, P]`` float64: box centres, then per variable the requested statistics of its training frames."""
     if not stats:
@@ -776,7 +754,7 @@ def import_gridded(cfg: ImportConfig) -> Path:
         n_traj = len(plan.windows)
         centres = np.array([[(a + b) / 2, (c + d) / 2] for a, b, c, d in plan.boxes], dtype=np.float64)
         partial = out.with_name(out.name + ".partial")
-        done = _resume_state(partial, resolved, n_traj)
+        done = ds_mod.resume_state(partial, resolved, _DONE, n_traj, "trajectory windows")
         if done is None:
             out.parent.mkdir(parents=True, exist_ok=True)
             # params and split are placeholders of the right kind until the statistics are known (the end)

@@ -76,7 +76,7 @@ _TINY: dict[str, DatasetPreset] = {
 # frames 1.44 / 1.56; 0.1 x 40 1.66 / 1.44; burn_in 1 (dt 0.2) 1.32 / 1.62; A in [0.05, 0.5] 1.32 / 1.89;
 # A in [0.05, 0.2] 1.39 / 1.81 (dt 0.1), 1.39 / 1.75 (dt 0.2); zoo fine-tuning 40 epochs at lr 3e-3 1.55 / 1.80;
 # 60 epochs 1.77 / 1.96 (zoo 356 s, evaluate 383 s); 100 epochs 1.93 / 2.06 (the bench zoo preset since,
-# ``experts.zoo_build._BENCH_FINETUNE``). The laminar low-A environments reach 2-4x, the unsteady A >= 0.2 ones
+# ``stages.zoo._BENCH_FINETUNE``). The laminar low-A environments reach 2-4x, the unsteady A >= 0.2 ones
 # stay at 1-1.5x and dominate the mean RMSE; in-domain is still just under 2x.
 _BENCH: dict[str, DatasetPreset] = {
     "navier_stokes": DatasetPreset(

@@ -3,7 +3,7 @@ experts, the zoo's experts of the nearest environment, the soup's members, prefi
 seeds), beside the point scores of ``eval.protocol``.
 
 Per environment, on the same rollouts the RMSE is computed from (predictions ``[N, K, B, T+1, *frame]``,
-truth ``[N, B, T+1, *frame]``, steps 1..T), with the point metrics of ``eval.metrics`` (module docstring there):
+truth ``[N, B, T+1, *frame]``, steps 1..T), with the point metrics of ``metrics`` (module docstring there):
 
 crps            fair CRPS per point, averaged over the frame -> per (env, traj, step), then over traj and steps.
 spread_skill    sqrt((K+1)/K) sqrt(mean spread^2 / mean error^2) over the environment's trajectories and steps:

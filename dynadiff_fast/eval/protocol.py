@@ -14,7 +14,7 @@ Observation sequence (what a method may adapt on)
 
 Scores
     every test trajectory is rolled out ``rollout_steps`` steps from its frame 0; RMSE and SSIM
-    (``eval.metrics``, standardised fields) per step t = 1..T, averaged over trajectories
+    (``metrics``, standardised fields) per step t = 1..T, averaged over trajectories
     -> per-environment curves; averaged over steps -> per-environment values; mean ± std over
     environments (and over generated samples, for methods with several per environment).
 
@@ -48,7 +48,7 @@ class ProtocolConfig:
     obs_traj: the training trajectory of each test environment that provides the observation sequence.
     rollout_steps: autoregressive steps per test trajectory; None = every frame in the file.
     max_test_traj: evaluate at most this many test trajectories per environment (None = all).
-    gaussian_ssim: SSIM window (see ``eval.metrics``).
+    gaussian_ssim: SSIM window (see ``metrics``).
     """
 
     obs_len: int = field(default=10, metadata={"help": "observation frames L"})

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynadiff_fast import config as config_mod
 from dynadiff_fast.config import PRESETS
 
 SKIP_TYPES = ("linear", "identity", "soft-gating", None)
@@ -46,8 +47,26 @@ _FIXED_FNO_KWARGS: dict[str, Any] = {
 }
 
 
+class _StoredConfig:
+    """An expert config as the plain dict a manifest stores, and back (unknown fields raise, naming the valid
+    ones)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_mod.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return config_mod.build(cls, d, "expert_config")
+
+
+def config_from_dict(d: dict[str, Any]) -> ExpertConfig | MLPExpertConfig:
+    """The expert config stored in a manifest: an ``MLPExpertConfig`` when it has ``state_dim`` (the ODE experts'
+    field), else an ``ExpertConfig``."""
+    return (MLPExpertConfig if "state_dim" in d else ExpertConfig).from_dict(d)
+
+
 @dataclass(frozen=True)
-class ExpertConfig:
+class ExpertConfig(_StoredConfig):
     """A 2-D neuraloperator FNO expert; every field is an ``FNO(...)`` keyword argument.
 
     Args:
@@ -153,7 +172,7 @@ class ExpertConfig:
 
 
 @dataclass(frozen=True)
-class MLPExpertConfig:
+class MLPExpertConfig(_StoredConfig):
     """Lotka–Volterra expert (App. H.6): ``n_layers`` Linear layers with tanh between them, the vector
     field ``f: R^state_dim -> R^state_dim`` of a neural ODE; one expert step (one frame) is one RK4 step of
     size ``dt`` (the dataset's ``dt_frame``; App. H.6: 0.1), so like the FNO experts it maps x_t -> x_{t+1}."""

@@ -10,7 +10,7 @@ at a time.
 
 ``pick_ensemble``: from G groups of K candidates per environment (DynaDiff's K samples at each of its G
 guidance scales), keep per environment the group whose K members score the lowest fair CRPS
-(``eval.metrics.crps_ensemble``) on the observed prefix: each member rolls out L-1 steps from the first
+(``metrics.crps_ensemble``) on the observed prefix: each member rolls out L-1 steps from the first
 observed frame and is scored against the observed frames 1..L-1,
 
     prefix_crps[n, g] = mean_{t=1..L-1, c, x} crps({x̂_t of the K members of group g}, obs_t),

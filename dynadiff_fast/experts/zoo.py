@@ -1,6 +1,6 @@
 """The model zoo on disk: expert weights in safetensors shards plus one JSON manifest.
 
-Layout of a zoo folder (written by ``dynadiff zoo build``, see ``zoo_build.py``)::
+Layout of a zoo folder (written by ``dynadiff zoo build``, see ``stages/zoo.py``)::
 
     manifest.json                 everything below, with sha256 checksums of every weight file
     base.safetensors              the pretrained base expert (state dict keys of neuraloperator's FNO, or of the MLP)
@@ -35,6 +35,7 @@ import torch
 
 from dynadiff_fast import io
 from dynadiff_fast.data.dataset import identity_mismatches
+from dynadiff_fast.experts.configs import config_from_dict
 
 FORMAT = "dynadiff-zoo"
 VERSION = 1
@@ -60,21 +61,6 @@ def state_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def param_shapes(cfg: Any) -> dict[str, list]:
     """``{key: [shape, dtype]}`` of an expert built from ``cfg`` (the manifest's architecture fingerprint)."""
     return {k: [list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in state_tensors(cfg.build()).items()}
-
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    from dynadiff_fast.config import to_dict
-
-    return to_dict(cfg)
-
-
-def config_from_dict(d: dict[str, Any]) -> Any:
-    """Rebuild the expert config stored in a manifest: an ``MLPExpertConfig`` when it has ``state_dim`` (the
-    ODE experts' field), else an ``ExpertConfig`` (unknown fields raise, naming the valid ones)."""
-    from dynadiff_fast.config import build
-    from dynadiff_fast.experts.configs import ExpertConfig, MLPExpertConfig
-
-    return build(MLPExpertConfig if "state_dim" in d else ExpertConfig, d, "expert_config")
 
 
 class Zoo:

@@ -283,7 +283,7 @@ class DynaDiff:
         Raises ``FileNotFoundError`` for a missing component (manifest, VAE run, checkpoint) and ``ValueError`` for
         one trained for another system or expert architecture.
         """
-        from dynadiff_fast.experts.zoo import config_from_dict
+        from dynadiff_fast.experts.configs import config_from_dict
         from dynadiff_fast.generative.checkpoint import load_checkpoint
         from dynadiff_fast.generative.vae import load_vae
 

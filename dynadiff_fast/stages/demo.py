@@ -4,7 +4,7 @@
     dynadiff demo --system lotka_volterra           # tiny preset (the systems without a bench preset)
     dynadiff demo --system navier_stokes --preset small --device cuda
 
-Stages (``pipeline.stages``; a re-run reuses every finished stage, ``--force "[zoo]"`` redoes one):
+Stages (``stages.runner``; a re-run reuses every finished stage, ``--force "[zoo]"`` redoes one):
 
     simulate   the dataset                          OUT/data.h5                 (``dynadiff simulate``)
     zoo        base FNO + expert zoo                OUT/zoo/                    (``dynadiff zoo build``)

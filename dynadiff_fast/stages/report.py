@@ -20,7 +20,7 @@ Sanity rule: a method whose in-domain RMSE exceeds ``SANITY_RATIO`` x the unadap
 setting (diverging rollouts, a search that chose a bad point), and ranking it would be noise.
 
 Means are over environments (x samples for methods with several predictors per environment); std is
-the spread over the same. RMSE on standardised fields, SSIM per ``eval.metrics``.
+the spread over the same. RMSE on standardised fields, SSIM per ``metrics``.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def simulate_dataset(cfg: SimulateConfig, progress: bool = True) -> Path:
         partial = out.with_name(out.name + ".partial")
         frame_shape = (len(system.channel_names), *system.grid) if system.grid else (len(system.channel_names),)
 
-        done = _resume_state(partial, resolved, params.shape[0])
+        done = ds_mod.resume_state(partial, resolved, "env_done", params.shape[0], "environments")
         if done is None:
             out.parent.mkdir(parents=True, exist_ok=True)
             ds_mod.create_partial(
@@ -146,29 +146,6 @@ def simulate_dataset(cfg: SimulateConfig, progress: bool = True) -> Path:
         )
         log.info("wrote %s in %.1f s", out, time.perf_counter() - t0)
         return out
-
-
-def _resume_state(partial: Path, resolved: dict, n_env: int) -> np.ndarray | None:
-    """``env_done`` of a compatible unfinished file, or None when starting fresh (an incompatible or
-    unreadable leftover is discarded, never mixed in)."""
-    if not partial.exists():
-        return None
-    import json
-
-    import h5py
-
-    try:
-        with h5py.File(partial, "r") as f:
-            same = json.loads(f.attrs["config"]) == resolved and f["env_done"].shape[0] == n_env
-            done = f["env_done"][...] if same else None
-    except (OSError, KeyError):
-        done = None
-    if done is None:
-        log.warning("discarding incompatible or unreadable %s", partial)
-        partial.unlink()
-    else:
-        log.info("resuming %s: %d/%d environments already written", partial, int(done.sum()), n_env)
-    return done
 
 
 def _run(cfg: SimulateConfig) -> int:

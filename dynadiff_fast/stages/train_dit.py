@@ -197,7 +197,6 @@ class ObservationPool:
 # Training
 # ----------------------------------------------------------------------------------------------------------------
 def write_manifest(out: Path, cfg: TrainDiTConfig, ds, zoo, latent_shape, reference_envs: list[int]) -> dict:
-    from dynadiff_fast.experts.zoo import config_to_dict
 
     dit_cfg, prompter_cfg = model_configs(cfg)
     doc = {
@@ -210,7 +209,7 @@ def write_manifest(out: Path, cfg: TrainDiTConfig, ds, zoo, latent_shape, refere
         "mean": ds.mean.tolist(),
         "std": ds.std.tolist(),
         "dt_frame": ds.dt_frame,
-        "expert_config": config_to_dict(zoo.config),
+        "expert_config": zoo.config.to_dict(),
         "vae_run": os.path.relpath(Path(cfg.vae).resolve(), out.resolve()),
         "zoo": str(Path(cfg.zoo).resolve()),
         "data": str(Path(cfg.data).resolve()),

@@ -298,14 +298,13 @@ def functional_quality(vae, normalizer, graph, zoo, ds, rollout_steps: int | Non
 
 
 def _metadata(cfg, vcfg, graph, zoo, normalizer_sha: str, losses: dict, step: int) -> dict[str, Any]:
-    from dynadiff_fast.experts.zoo import config_to_dict
 
     return {
         "kind": "weight-vae",
         "vae_config": dataclasses.asdict(vcfg),
         "graph": graph.to_dict(),
         "layout_fingerprint": layout_fingerprint(graph),
-        "expert_config": config_to_dict(zoo.config),
+        "expert_config": zoo.config.to_dict(),
         "system_name": zoo.system_name,
         "zoo": str(Path(cfg.zoo).resolve()),
         "normalizer_sha256": normalizer_sha,

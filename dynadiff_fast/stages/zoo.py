@@ -17,7 +17,7 @@ Experts are FNOs on 2-D fields; on an ODE system (Lotka–Volterra) they are MLP
    held-out TEST trajectories: ``val_rmse`` = RMSE of an autoregressive rollout of ``val_rollout_steps``
    steps from frame 0 of each test trajectory, averaged over steps and trajectories (the paper's test
    protocol, shortened); ``val_rmse_one_step`` = RMSE of teacher-forced one-step predictions over the same
-   frames. RMSE per frame over (C, H, W) of standardised fields (``eval.metrics.rmse``).
+   frames. RMSE per frame over (C, H, W) of standardised fields (``metrics.rmse``).
 
 Presets (``zoo_preset``; any field can be overridden): tiny = K 4, pretrain 10 epochs at lr 3e-3, fine-tune
 10 epochs at lr 1e-3, batch 16, 10-step validation rollouts (one CPU core, minutes); small = K 16, 20 + 20
@@ -206,7 +206,7 @@ def build_identity(cfg: ZooBuildConfig, ds, expert_cfg) -> dict[str, Any]:
     settings = {k: v for k, v in config_mod.to_dict(cfg).items() if k in _IDENTITY_FIELDS}
     return {
         "dataset": ds.identity(),
-        "expert_config": zoo_mod.config_to_dict(expert_cfg),
+        "expert_config": expert_cfg.to_dict(),
         "settings": settings,
     }
 
@@ -449,7 +449,7 @@ def write_manifest(out: Path, ds, cfg: ZooBuildConfig, expert_cfg, seen: Sequenc
         "format": zoo_mod.FORMAT,
         "version": zoo_mod.VERSION,
         "system_name": ds.system_name,
-        "expert_config": zoo_mod.config_to_dict(expert_cfg),
+        "expert_config": expert_cfg.to_dict(),
         "param_shapes": zoo_mod.param_shapes(expert_cfg),
         "dataset": dataset_info(ds),
         "build": config_mod.to_dict(cfg),
@@ -462,7 +462,7 @@ def write_manifest(out: Path, ds, cfg: ZooBuildConfig, expert_cfg, seen: Sequenc
             "trajectories": "the environment's held-out test trajectories",
             "val_rmse": f"autoregressive rollout from frame 0, {cfg.val_rollout_steps} steps, mean RMSE",
             "val_rmse_one_step": f"teacher-forced one-step predictions over the same {cfg.val_rollout_steps} steps",
-            "rmse": "per frame over (C, H, W) of standardised fields (eval.metrics.rmse)",
+            "rmse": "per frame over (C, H, W) of standardised fields (metrics.rmse)",
             "rollout_steps": cfg.val_rollout_steps,
         },
         "base": {**base, "val_rmse": base_val, "val_rmse_one_step": base_val1},

@@ -96,3 +96,14 @@ def test_channels_match_the_system(system):
     for preset in PRESETS:
         cfg = expert_config(system, preset)
         assert cfg.in_channels == cfg.out_channels == n
+
+
+def test_expert_configs_round_trip_through_the_manifest_dict():
+    from dynadiff_fast.experts.configs import config_from_dict
+
+    for cfg in (expert_config("kolmogorov", "tiny"), expert_config("lotka_volterra", "tiny")):
+        d = cfg.to_dict()
+        assert type(cfg).from_dict(d) == cfg and config_from_dict(d) == cfg
+        assert isinstance(d, dict) and all(not hasattr(v, "__dataclass_fields__") for v in d.values())
+    with pytest.raises(ValueError, match="expert_config: unknown key"):
+        config_from_dict({**expert_config("kolmogorov", "tiny").to_dict(), "n_mode": 3})
