@@ -36,7 +36,7 @@ def rng():
 def synth_leaky():
     """The dd_synth family with every test-trajectory frame after frame 0 NaN: any method (or task) that
     reads a test trajectory's future gets NaN."""
-    from python_tests.dd_synth import SynthDataset
+    from dd_synth import SynthDataset
 
     return SynthDataset(future_nan=True)
 
@@ -46,11 +46,12 @@ def pipeline(tmp_path_factory):
     """The whole trained pipeline on disk on the ``Relax`` stand-in (python_tests/synthetic_systems.py):
     dataset -> zoo -> `train all` (VAE, DiT), plus a ``RelaxOther`` dataset. Deliberately undertrained:
     it is there for mechanics, API and errors (generative/test_dynadiff.py, eval/test_diagnostics.py)."""
+    from synthetic_systems import Relax, RelaxOther, register
+
     from dynadiff_fast.data.presets import DatasetPreset
     from dynadiff_fast.stages import simulate
     from dynadiff_fast.stages.train_all import TrainAllConfig, train_all
     from dynadiff_fast.stages.zoo import ZooBuildConfig, build_zoo
-    from python_tests.synthetic_systems import Relax, RelaxOther, register
 
     root = tmp_path_factory.mktemp("pipeline")
     preset = DatasetPreset(((0.2, 2.0, 10),), n_seen=6, n_train_traj=4, n_test_traj=2, n_frames=8)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from dd_synth import ALPHAS, CFG, SynthDataset, SynthZoo
 
 from dynadiff_fast.baselines import METHODS, method_module, result_keys
 from dynadiff_fast.baselines.ccm import endpoint_basis, principal_basis, search_alpha
@@ -9,7 +10,6 @@ from dynadiff_fast.baselines.common import Budget, Context, batched, combine, st
 from dynadiff_fast.baselines.nn_prefix import select_nearest
 from dynadiff_fast.baselines.soup import prefix_weights
 from dynadiff_fast.eval.protocol import ProtocolConfig, make_task, score, truth
-from python_tests.dd_synth import ALPHAS, CFG, SynthDataset, SynthZoo
 
 TINY = Budget(conditioned_epochs=1, context_epochs=1, context_steps=3, batch_size=8, search_points=5)
 

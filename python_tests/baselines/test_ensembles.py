@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from dd_synth import SynthZoo
 
 from dynadiff_fast.baselines import ensembles, prefix_ensemble
 from dynadiff_fast.baselines.common import Budget, Context, batched, repeat_stacked
 from dynadiff_fast.eval.protocol import ProtocolConfig, make_task
 from dynadiff_fast.experts.evaluate import paired_prefix_errors
-from python_tests.dd_synth import SynthZoo
 
 
 @pytest.fixture(scope="module")

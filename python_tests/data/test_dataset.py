@@ -9,13 +9,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from synthetic_systems import Decay, register
 
 from dynadiff_fast import systems
 from dynadiff_fast.data import EnvDataset, environment_grid, presets, split_environments
 from dynadiff_fast.data.presets import DatasetPreset
 from dynadiff_fast.stages import simulate
 from dynadiff_fast.systems.base import SolverInstability
-from python_tests.synthetic_systems import Decay, register
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import json
 import matplotlib.image
 import pytest
 import torch
+from dd_synth import SynthDataset, SynthZoo
 
 import dynadiff_fast.baselines.prefix_finetune as pf
 from dynadiff_fast.baselines import METHODS, result_keys
@@ -13,7 +14,6 @@ from dynadiff_fast.eval import figures
 from dynadiff_fast.eval.protocol import DOMAINS, ProtocolConfig
 from dynadiff_fast.stages import report
 from dynadiff_fast.stages.evaluate import EvaluateConfig, evaluate
-from python_tests.dd_synth import SynthDataset, SynthZoo
 
 
 class FakeDynaDiff:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from dd_synth import SPLIT, SynthDataset
 
 from dynadiff_fast.eval.protocol import (
     ProtocolConfig,
@@ -14,7 +15,6 @@ from dynadiff_fast.eval.protocol import (
     summarize,
     truth,
 )
-from python_tests.dd_synth import SPLIT, SynthDataset
 
 
 def test_domains_follow_the_split(synth_leaky):

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic_systems import Advect, register
 
 from dynadiff_fast.data.presets import DatasetPreset
 from dynadiff_fast.experts.zoo import Zoo
 from dynadiff_fast.stages import zoo as zoo_build
 from dynadiff_fast.stages.simulate import make_dataset
-from python_tests.synthetic_systems import Advect, register
 
 SMALL_EXPERT = {"hidden_channels": 8, "n_layers": 2, "n_modes": [6, 6], "lifting_channel_ratio": 1}
 ADVECT = DatasetPreset(((0.0, 2.0, 6),), 3, 4, 2, 8, out_fraction=0.0)
@@ -263,14 +263,15 @@ def test_two_process_gloo_build_equals_single_process(built, dataset, tmp_path):
     Pretraining is data parallel, so the base differs from the 1-process one only by float rounding."""
     out = tmp_path / "z"
     script = (
-        "import pytest; from python_tests.experts import test_zoo as t;"
+        "import pytest; import test_zoo as t;"
         "mp = pytest.MonkeyPatch(); t.register(mp, t.Advect, t.ADVECT);"
         f"t.zoo_build.build_zoo(t._cfg({str(dataset)!r}, {str(out)!r}))"
     )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29517",
            "--no-python", sys.executable, "-c", script]  # fmt: skip
-    # the ranks import this module as python_tests.experts.test_zoo: the repository root goes on their path
-    path = [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+    # the ranks import this module and the shared test systems as pytest does: their folders go on the path
+    here = Path(__file__).resolve().parent
+    path = [str(here), str(here.parent), os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, path)))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,6 +11,7 @@ import types
 
 import pytest
 import torch
+from synthetic_systems import Drift, register
 
 from dynadiff_fast import cli
 from dynadiff_fast.data.presets import DatasetPreset
@@ -33,7 +34,6 @@ from dynadiff_fast.stages import zoo as zoo_build
 from dynadiff_fast.stages.simulate import make_dataset
 from dynadiff_fast.stages.train_vae import TrainVAEConfig, train_vae
 from dynadiff_fast.weightspace.graph import NodeTokens, WeightGraph
-from python_tests.synthetic_systems import Drift, register
 
 SMALL = ExpertConfig(in_channels=1, out_channels=1, hidden_channels=4, n_modes=(4, 4), n_layers=2)
 TINY_VAE = VAEConfig(d_model=32, latent_dim=8, n_heads=2, n_layers=1, mlp_ratio=2)
