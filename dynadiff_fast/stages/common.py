@@ -35,6 +35,15 @@ class Command:
     description: str = ""
 
 
+def print_dataset(path: Path) -> int:
+    """The end of the dataset-writing commands (simulate, import): the finished file's summary; exit status 0."""
+    from dynadiff_fast.data.dataset import EnvDataset
+
+    with EnvDataset(path) as ds:
+        print(ds)
+    return 0
+
+
 def device_and_ranks(requested: str | None, batch_size: int | None = None) -> tuple[torch.device, dist.DistInfo]:
     """The stage's device and process group: ``requested`` resolved (``None``: CUDA when available), then the
     process group torchrun describes (a single process without it); under torchrun on CUDA each rank takes the

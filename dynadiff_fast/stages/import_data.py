@@ -4,16 +4,7 @@ library's ``data.gridded.import_gridded``; this stage is its command."""
 
 from __future__ import annotations
 
-from dynadiff_fast.data import dataset as ds_mod
 from dynadiff_fast.data.gridded import ImportConfig, import_gridded
-from dynadiff_fast.stages.common import Command
+from dynadiff_fast.stages.common import Command, print_dataset
 
-
-def _run(cfg: ImportConfig) -> int:
-    path = import_gridded(cfg)
-    with ds_mod.EnvDataset(path) as ds:
-        print(ds)
-    return 0
-
-
-COMMAND = Command(config=ImportConfig, run=_run)
+COMMAND = Command(config=ImportConfig, run=lambda cfg: print_dataset(import_gridded(cfg)))

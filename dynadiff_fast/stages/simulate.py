@@ -23,7 +23,7 @@ from dynadiff_fast.data import dataset as ds_mod
 from dynadiff_fast.data.environments import environment_grid, split_environments
 from dynadiff_fast.data.presets import get_preset
 from dynadiff_fast.profiling import nvtx_range
-from dynadiff_fast.stages.common import Command
+from dynadiff_fast.stages.common import Command, print_dataset
 
 log = logging.getLogger("dynadiff.simulate")
 
@@ -148,11 +148,4 @@ def simulate_dataset(cfg: SimulateConfig, progress: bool = True) -> Path:
         return out
 
 
-def _run(cfg: SimulateConfig) -> int:
-    path = simulate_dataset(cfg)
-    with ds_mod.EnvDataset(path) as ds:
-        print(ds)
-    return 0
-
-
-COMMAND = Command(config=SimulateConfig, run=_run)
+COMMAND = Command(config=SimulateConfig, run=lambda cfg: print_dataset(simulate_dataset(cfg)))
