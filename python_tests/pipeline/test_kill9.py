@@ -34,7 +34,7 @@ def _stages(root: Path) -> list[tuple[str, list[str], Path, Path]]:
         ("vae", ["train", "vae", "--zoo", str(zoo), "--data", str(data), "--out", str(vae), "--steps", "60",
                  "--checkpoint-every", "10", "--no-quality", "--no-progress", *COMMON], vae, vae / "checkpoints"),
         ("dit", ["train", "dit", "--zoo", str(zoo), "--vae", str(vae), "--data", str(data), "--out", str(dit),
-                 "--steps", "60", "--ckpt-every", "10", "--no-progress", *COMMON], dit, dit / "checkpoints"),
+                 "--steps", "60", "--checkpoint-every", "10", "--no-progress", *COMMON], dit, dit / "checkpoints"),
     ]  # fmt: skip
 
 
