@@ -116,8 +116,34 @@ def build(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
 
 
 # The scales every stage has a preset for: tiny (tests, one CPU core), bench (the informative CPU benchmark),
-# small (a GPU workstation), paper (the paper's settings). Each stage keeps its own name -> settings table.
+# small (a GPU workstation), paper (the paper's settings). Each stage keeps its own name -> dataclass table
+# (DiT's model table is the model) and reads it through ``preset_of``; fields a stage's config leaves at None
+# are taken from its preset by ``fill_unset``.
 PRESETS = ("tiny", "bench", "small", "paper")
+
+
+def preset_of(table: Mapping[str, Any], name: str, overrides: Mapping[str, Any] | None = None, what: str = "") -> Any:
+    """``table[name]`` (a frozen dataclass) with ``overrides`` (``replace_checked``); an unknown name is a
+    one-line ``ValueError`` listing the table's names."""
+    if name not in table:
+        raise ValueError(f"preset: unknown {name!r} (valid: {', '.join(table)})")
+    return replace_checked(table[name], overrides, what)
+
+
+def replace_checked(base: Any, overrides: Mapping[str, Any] | None, what: str = "") -> Any:
+    """The dataclass ``base`` with ``overrides`` replacing fields, each checked against its annotation as a
+    config value is (``build``); an unknown field is a one-line ``ValueError`` (``what`` names the section)."""
+    if not overrides:
+        return base
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
+    return build(type(base), {**fields, **overrides}, what)
+
+
+def fill_unset(cfg: Any, preset: Any) -> Any:
+    """``cfg`` with each field it leaves at None taken from the same-named field of the dataclass ``preset``."""
+    filled = {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset) if getattr(cfg, f.name) is None}
+    return dataclasses.replace(cfg, **filled)
+
 
 _SCALARS = (bool, int, float, str, type(None))
 

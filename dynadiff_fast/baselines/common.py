@@ -13,7 +13,6 @@ float32/complex64, then wrapped back into the experts' container (``weightspace.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from dynadiff_fast.config import preset_of
 from dynadiff_fast.experts.evaluate import paired_prefix_errors, prefix_error  # noqa: F401  (re-exported)
 
 Stacked = dict[str, torch.Tensor]
@@ -52,7 +52,7 @@ class Budget:
     search_points: int = 41
 
 
-BUDGETS = {
+BUDGETS: dict[str, Budget] = {
     "tiny": Budget(conditioned_epochs=4, context_epochs=4, search_points=21),
     "bench": Budget(conditioned_epochs=4, context_epochs=4, search_points=21),
     "small": Budget(),
@@ -62,13 +62,7 @@ BUDGETS = {
 
 def budget_for(preset: str, overrides: dict[str, Any] | None = None) -> Budget:
     """The preset's budget with ``overrides`` (Budget fields, e.g. ``{"search_points": 7}``) replacing fields."""
-    from dynadiff_fast.config import build
-
-    if preset not in BUDGETS:
-        raise ValueError(f"preset: unknown {preset!r} (valid: {', '.join(BUDGETS)})")
-    if not overrides:
-        return BUDGETS[preset]
-    return build(Budget, {**dataclasses.asdict(BUDGETS[preset]), **overrides}, "budget")
+    return preset_of(BUDGETS, preset, overrides, "budget")
 
 
 @dataclass

@@ -8,10 +8,10 @@ parameter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from dynadiff_fast.config import PRESETS
+from dynadiff_fast.config import preset_of, replace_checked
 
 
 @dataclass(frozen=True)
@@ -87,21 +87,24 @@ _BENCH: dict[str, DatasetPreset] = {
     ),
 }
 
-_ALL = {"tiny": _TINY, "bench": _BENCH, "small": _SMALL, "paper": _PAPER}
+DATASET_PRESETS: dict[str, dict[str, DatasetPreset]] = {
+    "tiny": _TINY,
+    "bench": _BENCH,
+    "small": _SMALL,
+    "paper": _PAPER,
+}
 
 
 def available() -> list[tuple[str, str]]:
     """Every (system, preset) pair that has a dataset preset (``bench`` covers the benchmarked systems only)."""
-    return [(system, preset) for preset, table in _ALL.items() for system in table]
+    return [(system, preset) for preset, table in DATASET_PRESETS.items() for system in table]
 
 
 def get_preset(system: str, preset: str, **overrides: Any) -> DatasetPreset:
     """The dataset preset for ``system`` at scale ``preset``, with field overrides."""
-    if preset not in _ALL:
-        raise ValueError(f"preset: unknown value {preset!r} (valid: {', '.join(PRESETS)})")
-    table = _ALL[preset]
+    table = preset_of(DATASET_PRESETS, preset)
     if system not in table:
         if system in _TINY:
             raise ValueError(f"preset: {preset!r} has no {system} entry (systems with one: {', '.join(table)})")
         raise ValueError(f"system: unknown name {system!r} (valid: {', '.join(_TINY)})")
-    return replace(table[system], **overrides) if overrides else table[system]
+    return replace_checked(table[system], overrides)

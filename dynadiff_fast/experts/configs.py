@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynadiff_fast import config as config_mod
-from dynadiff_fast.config import PRESETS
+from dynadiff_fast.config import PRESETS, replace_checked
 
 SKIP_TYPES = ("linear", "identity", "soft-gating", None)
 
@@ -257,7 +257,7 @@ def expert_config(system_name: str, preset: str = "paper", **overrides: Any) -> 
     if preset not in PRESETS:
         raise ValueError(f"preset: unknown {preset!r} (valid: {', '.join(PRESETS)})")
     if system_name == "lotka_volterra":
-        return _replace(MLPExpertConfig(hidden=_LV_HIDDEN[preset]), overrides)
+        return replace_checked(MLPExpertConfig(hidden=_LV_HIDDEN[preset]), overrides, "expert")
     if system_name not in _PAPER:
         valid = ", ".join([*_PAPER, "lotka_volterra"])
         raise ValueError(f"system_name: unknown {system_name!r} (valid: {valid})")
@@ -274,16 +274,7 @@ def expert_config(system_name: str, preset: str = "paper", **overrides: Any) -> 
         n_modes=n_modes,
         n_layers=n_layers,
     )
-    return _replace(cfg, overrides)
-
-
-def _replace(cfg: ExpertConfig | MLPExpertConfig, overrides: dict[str, Any]) -> ExpertConfig | MLPExpertConfig:
-    """``cfg`` with ``overrides``; an unknown field is a one-line error naming the valid ones."""
-    fields = [f.name for f in dataclasses.fields(cfg)]
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise ValueError(f"expert: unknown {type(cfg).__name__} field(s) {unknown} (valid: {', '.join(fields)})")
-    return dataclasses.replace(cfg, **overrides)
+    return replace_checked(cfg, overrides, "expert")
 
 
 def make_expert(system_name: str, preset: str = "paper", **overrides: Any) -> nn.Module:

@@ -27,7 +27,6 @@ gradient flows through the expert's forward pass back into the decoder).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -78,15 +77,9 @@ class VAEConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model: {self.d_model} is not divisible by n_heads={self.n_heads}")
 
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> VAEConfig:
-        """``tiny`` (one CPU core, minutes), ``small``, ``paper`` (App. D), with field overrides."""
-        if name not in VAE_PRESETS:
-            raise ValueError(f"preset: unknown {name!r} (valid: {', '.join(VAE_PRESETS)})")
-        return dataclasses.replace(VAE_PRESETS[name], **overrides)
 
-
-VAE_PRESETS = {
+# tiny/bench: one CPU core, minutes; small: a GPU workstation; paper: App. D.
+VAE_PRESETS: dict[str, VAEConfig] = {
     "tiny": VAEConfig(d_model=64, latent_dim=16, n_heads=4, n_layers=2, mlp_ratio=2),
     "bench": VAEConfig(d_model=64, latent_dim=16, n_heads=4, n_layers=2, mlp_ratio=2),
     "small": VAEConfig(d_model=256, latent_dim=64, n_heads=8, n_layers=3),

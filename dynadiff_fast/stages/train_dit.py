@@ -23,7 +23,6 @@ the unconditional mean; below 1 means the prompt steers generation). Run-folder 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -112,11 +111,7 @@ class TrainDiTConfig:
 
 def resolve(cfg: TrainDiTConfig) -> TrainDiTConfig:
     """Fill preset-derived ``None`` fields and validate."""
-    if cfg.preset not in TRAIN_PRESETS:
-        raise ValueError(f"preset: unknown {cfg.preset!r} (valid: {', '.join(TRAIN_PRESETS)})")
-    preset = TRAIN_PRESETS[cfg.preset]
-    filled = {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset) if getattr(cfg, f.name) is None}
-    cfg = dataclasses.replace(cfg, **filled)
+    cfg = config_mod.fill_unset(cfg, config_mod.preset_of(TRAIN_PRESETS, cfg.preset))
     for name in ("steps", "batch_size", "checkpoint_every", "obs_len", "log_every"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise ValueError(f"{name}: expected an int >= 1, got {getattr(cfg, name)!r}")
@@ -134,15 +129,10 @@ def resolve(cfg: TrainDiTConfig) -> TrainDiTConfig:
 
 def model_configs(cfg: TrainDiTConfig):
     """The DiT and prompter configs: the preset's, with ``cfg.dit`` / ``cfg.prompter`` overrides applied."""
-    out = []
-    for name, presets, over in (("dit", DIT_PRESETS, cfg.dit), ("prompter", PROMPTER_PRESETS, cfg.prompter)):
-        base = presets[cfg.preset]
-        valid = {f.name for f in dataclasses.fields(base)}
-        unknown = set(over) - valid
-        if unknown:
-            raise ValueError(f"{name}: unknown key(s) {sorted(unknown)}; valid: {sorted(valid)}")
-        out.append(dataclasses.replace(base, **over))
-    return tuple(out)
+    return (
+        config_mod.preset_of(DIT_PRESETS, cfg.preset, cfg.dit, "dit"),
+        config_mod.preset_of(PROMPTER_PRESETS, cfg.preset, cfg.prompter, "prompter"),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------

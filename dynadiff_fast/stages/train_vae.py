@@ -39,6 +39,7 @@ from dynadiff_fast import dist, io
 from dynadiff_fast.generative import vicinal
 from dynadiff_fast.generative.vae import (
     NORMALIZER_FILE,
+    VAE_PRESETS,
     VAEConfig,
     WeightVAE,
     check_same_layout,
@@ -97,51 +98,40 @@ class TrainVAEConfig:
     )
 
 
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    # checkpoint_every: a few checkpoints inside every preset's run, so a kill loses a fraction of the stage
-    "tiny": {"steps": 200, "batch_size": 8, "lr": 1e-3, "warmup_steps": 10, "ema_decay": 0.98, "checkpoint_every": 50},
+@dataclass(frozen=True)
+class VAETrainPreset:
+    """The schedule of a preset (``None`` fields of ``TrainVAEConfig`` are taken from here); mixing
+    (``generative.vicinal``) is off unless a preset turns it on (the paper trains without it)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    ema_decay: float
+    checkpoint_every: int  # a few checkpoints inside every preset's run, so a kill loses a fraction of the stage
+    mix_prob: float = 0.0
+    mix_span: float = 0.0
+
+
+TRAIN_PRESETS: dict[str, VAETrainPreset] = {
+    "tiny": VAETrainPreset(steps=200, batch_size=8, lr=1e-3, warmup_steps=10, ema_decay=0.98, checkpoint_every=50),
     # bench: 1000 steps (200 left decoded experts +45% rollout RMSE over the originals; 1000: all within 5%), and
     # half the experts mixed with a neighbouring environment's (generative.vicinal), so the latent space covers
     # the path between and past the seen environments that the DiT's mixed rows use (with the DiT's mixing,
     # seed 0: unseen_out RMSE 0.224 -> 0.207, the best of the candidates 0.218 -> 0.186; seen 0.202 -> 0.200;
     # unseen_in unchanged, 0.218).
-    "bench": {
-        "steps": 1000,
-        "batch_size": 8,
-        "lr": 1e-3,
-        "warmup_steps": 10,
-        "ema_decay": 0.98,
-        "mix_prob": 0.5,
-        "mix_span": 0.5,
-        "checkpoint_every": 200,
-    },  # fmt: skip
-    "small": {
-        "steps": 20000,
-        "batch_size": 16,
-        "lr": 3e-4,
-        "warmup_steps": 500,
-        "ema_decay": 0.999,
-        "checkpoint_every": 2000,
-    },
-    "paper": {
-        "steps": 100000,
-        "batch_size": 32,
-        "lr": 1e-4,
-        "warmup_steps": 1000,
-        "ema_decay": 0.9999,
-        "checkpoint_every": 5000,
-    },
-}
-MIX_DEFAULTS = {"mix_prob": 0.0, "mix_span": 0.0}  # every other preset: no mixing (the paper's training)
+    "bench": VAETrainPreset(steps=1000, batch_size=8, lr=1e-3, warmup_steps=10, ema_decay=0.98,
+                            checkpoint_every=200, mix_prob=0.5, mix_span=0.5),
+    "small": VAETrainPreset(steps=20000, batch_size=16, lr=3e-4, warmup_steps=500, ema_decay=0.999,
+                            checkpoint_every=2000),
+    "paper": VAETrainPreset(steps=100000, batch_size=32, lr=1e-4, warmup_steps=1000, ema_decay=0.9999,
+                            checkpoint_every=5000),
+}  # fmt: skip
 
 
 def resolve(cfg: TrainVAEConfig) -> TrainVAEConfig:
     """Fill the preset's values into the fields left at None and validate."""
-    if cfg.preset not in TRAIN_PRESETS:
-        raise ValueError(f"preset: unknown {cfg.preset!r} (valid: {', '.join(TRAIN_PRESETS)})")
-    preset = {**MIX_DEFAULTS, **TRAIN_PRESETS[cfg.preset]}
-    filled = {k: v for k, v in preset.items() if getattr(cfg, k) is None}
-    cfg = dataclasses.replace(cfg, **filled)
+    cfg = config_mod.fill_unset(cfg, config_mod.preset_of(TRAIN_PRESETS, cfg.preset))
     for name in ("zoo", "out"):
         if not getattr(cfg, name):
             raise ValueError(f"{name}: required (pass --{name})")
@@ -155,12 +145,12 @@ def resolve(cfg: TrainVAEConfig) -> TrainVAEConfig:
     if cfg.kl_weight < 0 or cfg.func_weight < 0:
         raise ValueError(f"kl_weight / func_weight: expected >= 0, got {cfg.kl_weight} / {cfg.func_weight}")
     vicinal.check(cfg.mix_prob, cfg.mix_span)
-    VAEConfig.preset(cfg.preset, **cfg.model)  # unknown model keys fail here, before any work
+    vae_config(cfg)  # unknown model keys fail here, before any work
     return cfg
 
 
 def vae_config(cfg: TrainVAEConfig) -> VAEConfig:
-    return VAEConfig.preset(cfg.preset, **cfg.model)
+    return config_mod.preset_of(VAE_PRESETS, cfg.preset, cfg.model, "model")
 
 
 # -------------------------------------------------------------------------------------------------

@@ -50,7 +50,6 @@ import torch
 
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import dist, io
-from dynadiff_fast.config import PRESETS
 from dynadiff_fast.experts import train as tr
 from dynadiff_fast.experts import zoo as zoo_mod
 from dynadiff_fast.profiling import nvtx_range
@@ -79,55 +78,42 @@ class ZooPreset:
     envs_per_step: int
 
 
-# paper: 100 experts per seen environment (Sec. 4), Adam lr 1e-4, pretraining epochs per system and 50
-# fine-tuning epochs (App. C, Table 3); the batch
-# size is not given in the paper (32 here); validation rollouts of 50 steps (App. B test protocol for
-# Kolmogorov/NS; 100 for cylinder flow and lambda-omega). tiny/small: larger lr, few epochs (CPU minutes).
-# Lotka–Volterra (App. H.6 gives the MLP, not its training): 100 pretraining epochs like lambda_omega, and
-# validation over the whole 100-frame trajectory.
-# Imported gridded data (``dynadiff import``; ERA5 in the paper): 50 pretraining, 20 fine-tuning epochs (Table 3).
-_PAPER_PRETRAIN = {
-    "cylinder_flow": 20,
-    "lambda_omega": 100,
-    "kolmogorov": 10,
-    "navier_stokes": 10,
-    "lotka_volterra": 100,
-    "gridded": 50,
-}
-_PAPER_FINETUNE = {"gridded": 20}
+# paper: 100 experts per seen environment (Sec. 4), Adam lr 1e-4, 50 fine-tuning epochs (App. C, Table 3); the
+# batch size is not given in the paper (32 here); validation rollouts of 50 steps (App. B test protocol for
+# Kolmogorov/NS). tiny/small: larger lr, few epochs (CPU minutes). envs_per_step stays below every preset's
+# seen-environment count: the zoo checkpoints after each group.
+ZOO_PRESETS: dict[str, ZooPreset] = {
+    "tiny": ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=10, lr=3e-3, finetune_lr=1e-3,
+                      batch_size=16, val_rollout_steps=10, envs_per_step=3),
+    "bench": ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=20, lr=3e-3, finetune_lr=1e-3,
+                       batch_size=16, val_rollout_steps=20, envs_per_step=3),
+    "small": ZooPreset(experts_per_env=16, pretrain_epochs=20, finetune_epochs=20, lr=1e-3, finetune_lr=5e-4,
+                       batch_size=32, val_rollout_steps=20, envs_per_step=4),
+    "paper": ZooPreset(experts_per_env=100, pretrain_epochs=10, finetune_epochs=50, lr=1e-4, finetune_lr=1e-4,
+                       batch_size=32, val_rollout_steps=50, envs_per_step=1),
+}  # fmt: skip
+
+# Where a system departs from its preset. paper: Table 3's pretraining epochs per system; validation rollouts of
+# 100 steps for cylinder flow, lambda-omega and Lotka–Volterra (App. B; the whole 100-frame LV trajectory;
+# App. H.6 gives the MLP, not its training: 100 pretraining epochs like lambda_omega); imported gridded data
+# (``dynadiff import``; ERA5 in the paper): 50 pretraining, 20 fine-tuning epochs (Table 3).
 # Navier-Stokes bench: its unsteady A >= 0.2 environments need long fine-tuning before an expert beats the pooled
 # base by 2x (measured 2026-12-02, one seed, base / One-per-Env rollout RMSE in / out of domain: 20 epochs
 # 1.49 / 1.68, 60 epochs 1.77 / 1.96, 100 epochs 0.0648 / 0.0336 = 1.93 / 0.0902 / 0.0438 = 2.06; zoo 644 s and
 # One-per-Env's 25 fine-tunings ~750 s on one core). Batch 8 instead of more epochs also trains a better base
 # (1.49 in-domain).
-_BENCH_FINETUNE = {"navier_stokes": 100}
-_PAPER_ROLLOUT = {"cylinder_flow": 100, "lambda_omega": 100, "lotka_volterra": 100}
+SYSTEM_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
+    ("paper", "cylinder_flow"): {"pretrain_epochs": 20, "val_rollout_steps": 100},
+    ("paper", "lambda_omega"): {"pretrain_epochs": 100, "val_rollout_steps": 100},
+    ("paper", "lotka_volterra"): {"pretrain_epochs": 100, "val_rollout_steps": 100},
+    ("paper", "gridded"): {"pretrain_epochs": 50, "finetune_epochs": 20},
+    ("bench", "navier_stokes"): {"finetune_epochs": 100},
+}
 
 
 def zoo_preset(system_name: str, preset: str) -> ZooPreset:
-    # envs_per_step below every preset's seen-environment count: the zoo checkpoints after each group
-    if preset == "tiny":
-        return ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=10, lr=3e-3, finetune_lr=1e-3,
-                         batch_size=16, val_rollout_steps=10, envs_per_step=3)  # fmt: skip
-    if preset == "bench":
-        return ZooPreset(experts_per_env=4, pretrain_epochs=10, finetune_epochs=_BENCH_FINETUNE.get(system_name, 20),
-                         lr=3e-3, finetune_lr=1e-3,
-                         batch_size=16, val_rollout_steps=20, envs_per_step=3)  # fmt: skip
-    if preset == "small":
-        return ZooPreset(experts_per_env=16, pretrain_epochs=20, finetune_epochs=20, lr=1e-3, finetune_lr=5e-4,
-                         batch_size=32, val_rollout_steps=20, envs_per_step=4)  # fmt: skip
-    if preset == "paper":
-        return ZooPreset(
-            experts_per_env=100,
-            pretrain_epochs=_PAPER_PRETRAIN.get(system_name, 10),
-            finetune_epochs=_PAPER_FINETUNE.get(system_name, 50),
-            lr=1e-4,
-            finetune_lr=1e-4,
-            batch_size=32,
-            val_rollout_steps=_PAPER_ROLLOUT.get(system_name, 50),
-            envs_per_step=1,
-        )
-    raise ValueError(f"preset: unknown value {preset!r} (valid: {', '.join(PRESETS)})")
+    """The zoo preset ``preset`` with ``system_name``'s departures from it (``SYSTEM_OVERRIDES``)."""
+    return config_mod.preset_of(ZOO_PRESETS, preset, SYSTEM_OVERRIDES.get((preset, system_name)))
 
 
 @dataclass(frozen=True)
@@ -174,8 +160,7 @@ def resolve(cfg: ZooBuildConfig, system_name: str, n_frames: int) -> ZooBuildCon
     frames per trajectory (frame 0 included); the preset's validation rollout is capped to fit."""
     preset = zoo_preset(system_name, cfg.preset)
     preset = dataclasses.replace(preset, val_rollout_steps=min(preset.val_rollout_steps, n_frames - 1))
-    filled = {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset) if getattr(cfg, f.name) is None}
-    cfg = dataclasses.replace(cfg, **filled)
+    cfg = config_mod.fill_unset(cfg, preset)
     if cfg.val_rollout_steps > n_frames - 1:
         raise ValueError(
             f"val_rollout_steps: {cfg.val_rollout_steps} exceeds the dataset's {n_frames - 1} steps per trajectory"

@@ -82,9 +82,9 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="FNO"):
         ExpertConfig.from_module(torch.nn.Linear(2, 2))
     # an override of another kind's field (the zoo's --expert) names the valid fields
-    with pytest.raises(ValueError, match=r"unknown ExpertConfig field\(s\) \['hidden'\].*hidden_channels"):
+    with pytest.raises(ValueError, match=r"config expert: unknown key\(s\) \['hidden'\].*hidden_channels"):
         expert_config("kolmogorov", "tiny", hidden=8)
-    with pytest.raises(ValueError, match=r"unknown MLPExpertConfig field\(s\) \['hidden_channels'\].*state_dim"):
+    with pytest.raises(ValueError, match=r"config expert: unknown key\(s\) \['hidden_channels'\].*state_dim"):
         expert_config("lotka_volterra", "tiny", hidden_channels=8)
 
 
