@@ -23,8 +23,7 @@ import torch
 
 from dynadiff_fast.config import preset_of
 from dynadiff_fast.experts.evaluate import paired_prefix_errors, prefix_error  # noqa: F401  (re-exported)
-
-Stacked = dict[str, torch.Tensor]
+from dynadiff_fast.state_dict import Stacked
 
 
 @dataclass(frozen=True)
@@ -158,16 +157,6 @@ def shared_rollout(expert) -> RolloutFn:
 
 def adapted_experts(experts, seconds: float, k: int = 1, **info: Any) -> Adapted:
     return Adapted(expert_rollout(experts, k), seconds, k, info)
-
-
-def stack_state_dicts(dicts: list[dict[str, torch.Tensor]]) -> Stacked:
-    """``[{key: T}]`` -> ``{key: T[E, ...]}``."""
-    return {k: torch.stack([d[k] for d in dicts]) for k in dicts[0]}
-
-
-def repeat_stacked(single: dict[str, torch.Tensor], n: int) -> Stacked:
-    """One state dict repeated ``n`` times as a stack (an expanded view, no copy)."""
-    return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in single.items()}
 
 
 def combine(stacked: Stacked, weights: torch.Tensor) -> Stacked:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from dynadiff_fast.baselines.common import Adapted, Context, Stacked, Timer, adapted_experts, batched
+from dynadiff_fast.baselines.common import Adapted, Context, Timer, adapted_experts, batched
 from dynadiff_fast.eval.protocol import Task
+from dynadiff_fast.state_dict import Stacked
 
 NAMES = ("context_adapt",)
 CONTEXT_L2 = 1e-4  # λ, CoDA's context-norm penalty

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from dynadiff_fast.baselines.common import Adapted, Context, Timer, adapted_experts, batched, repeat_stacked
+from dynadiff_fast.baselines.common import Adapted, Context, Timer, adapted_experts, batched
 from dynadiff_fast.eval.protocol import Task
+from dynadiff_fast.state_dict import repeat_state_dict
 
 NAMES = ("one_per_env",)
 
@@ -21,7 +22,7 @@ def run(ctx: Context, task: Task) -> dict[str, Adapted]:
     epochs, lr, batch = build["finetune_epochs"], build.get("finetune_lr", build["lr"]), build["batch_size"]
     with Timer() as t:
         data = ctx.ds.train(task.envs.tolist()).to(ctx.device)
-        experts = batched(ctx.zoo.config, repeat_stacked(ctx.zoo.base_state_dict(), task.n_env)).to(ctx.device)
+        experts = batched(ctx.zoo.config, repeat_state_dict(ctx.zoo.base_state_dict(), task.n_env)).to(ctx.device)
         gens = [ctx.generator(1000 + int(e)) for e in task.envs]
         history = finetune_experts(experts, data, torch.arange(task.n_env), gens, epochs, lr, batch)
         experts.eval()

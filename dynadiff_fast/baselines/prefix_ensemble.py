@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from dynadiff_fast.baselines.common import Adapted, Context, Timer, adapted_experts, batched, repeat_stacked
+from dynadiff_fast.baselines.common import Adapted, Context, Timer, adapted_experts, batched
 from dynadiff_fast.eval.protocol import Task
+from dynadiff_fast.state_dict import repeat_state_dict
 
 NAMES = ("prefix_finetune_ensemble",)
 STEPS = 100
@@ -31,7 +32,7 @@ def run(ctx: Context, task: Task) -> dict[str, Adapted]:
     obs = task.obs.to(ctx.device)
     n, length = obs.shape[:2]
     with Timer() as t:
-        experts = batched(ctx.zoo.config, repeat_stacked(ctx.zoo.base_state_dict(), n * k)).to(ctx.device)
+        experts = batched(ctx.zoo.config, repeat_state_dict(ctx.zoo.base_state_dict(), n * k)).to(ctx.device)
         stacked = experts.stacked()
         gens = [ctx.generator(2000 + k * int(env) + j) for env in task.envs for j in range(k)]
         with torch.no_grad():

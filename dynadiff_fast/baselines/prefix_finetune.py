@@ -10,8 +10,9 @@ import time
 
 import torch
 
-from dynadiff_fast.baselines.common import Adapted, Context, adapted_experts, batched, repeat_stacked
+from dynadiff_fast.baselines.common import Adapted, Context, adapted_experts, batched
 from dynadiff_fast.eval.protocol import Task
+from dynadiff_fast.state_dict import repeat_state_dict
 
 STEPS = (10, 100, 1000)
 NAMES = tuple(f"prefix_finetune_{k}" for k in STEPS)
@@ -24,7 +25,7 @@ def finetune_on_prefix(cfg, init: dict, obs: torch.Tensor, steps: tuple[int, ...
 
     n, length = obs.shape[:2]
     t0 = time.perf_counter()
-    experts = batched(cfg, repeat_stacked(init, n)).to(obs.device)
+    experts = batched(cfg, repeat_state_dict(init, n)).to(obs.device)
     snaps: dict[int, tuple[dict, float]] = {}
     count = 0
 

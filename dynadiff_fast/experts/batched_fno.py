@@ -30,6 +30,7 @@ from torch import nn
 from dynadiff_fast.experts.configs import ExpertConfig
 from dynadiff_fast.experts.stacked import StackedExperts
 from dynadiff_fast.ops.spectral_mix import spectral_mix
+from dynadiff_fast.state_dict import module_tensors, stack_state_dicts, tensor_entries
 
 # Bytes of the widest activation of one chunk of experts in a batched forward. Chunks this size
 # (measured on one core, bench/bench_batched_fno.py) amortise the per-op overhead over many small
@@ -42,12 +43,7 @@ def param_spec(config: ExpertConfig) -> dict[str, tuple[tuple[int, ...], torch.d
     """neuraloperator state_dict key -> (shape, dtype) of one expert (without the expert axis)."""
     with torch.random.fork_rng():
         module = config.build()
-    return {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items() if torch.is_tensor(v)}
-
-
-def _tensor_items(state_dict: Mapping) -> dict[str, torch.Tensor]:
-    # neuraloperator's state_dict carries a non-tensor "_metadata" entry; weights are the tensors.
-    return {k: v for k, v in state_dict.items() if torch.is_tensor(v)}
+    return {k: (tuple(v.shape), v.dtype) for k, v in module_tensors(module).items()}
 
 
 @functools.lru_cache(maxsize=16)
@@ -228,9 +224,9 @@ class BatchedFNO(StackedExperts):
             raise ValueError("state_dicts: expected at least one state dict, got an empty list")
         spec = param_spec(config)
         for i, sd in enumerate(state_dicts):
-            _check_keys(spec, _tensor_items(sd), f"state_dicts[{i}]")
-        stacked = {k: torch.stack([sd[k].detach() for sd in state_dicts]) for k in spec}
-        return cls(config, stacked, parameters=True, backend=backend)
+            _check_keys(spec, tensor_entries(sd), f"state_dicts[{i}]")
+        stacked = stack_state_dicts([tensor_entries(sd) for sd in state_dicts], spec)
+        return cls(config, {k: v.detach() for k, v in stacked.items()}, parameters=True, backend=backend)
 
     @classmethod
     def from_stacked(
@@ -393,7 +389,7 @@ def _check_keys(spec: Mapping, items: Mapping[str, torch.Tensor], name: str) -> 
 def _check_stacked(config: ExpertConfig, weights: Mapping[str, torch.Tensor]) -> int:
     """Validate stacked weights against ``config``; return E."""
     spec = param_spec(config)
-    items = _tensor_items(weights)
+    items = tensor_entries(weights)
     missing = sorted(set(spec) - set(items))
     extra = sorted(set(items) - set(spec))
     if missing or extra:

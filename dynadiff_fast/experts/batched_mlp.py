@@ -34,6 +34,7 @@ from torch import nn
 
 from dynadiff_fast.experts.configs import MLPExpert, MLPExpertConfig
 from dynadiff_fast.experts.stacked import StackedExperts
+from dynadiff_fast.state_dict import stack_state_dicts
 
 
 @functools.lru_cache(maxsize=32)
@@ -114,8 +115,8 @@ class BatchedMLP(StackedExperts):
         spec = param_spec(config)
         for i, sd in enumerate(state_dicts):
             _check_keys(spec, sd, f"state_dicts[{i}]")
-        stacked = {k: torch.stack([sd[k].detach() for sd in state_dicts]) for k in spec}
-        return cls(config, stacked, parameters=True)
+        stacked = stack_state_dicts(state_dicts, spec)
+        return cls(config, {k: v.detach() for k, v in stacked.items()}, parameters=True)
 
     @classmethod
     def from_stacked(cls, config: MLPExpertConfig, stacked: Mapping[str, torch.Tensor]) -> BatchedMLP:

@@ -36,6 +36,7 @@ import torch
 from dynadiff_fast import io
 from dynadiff_fast.data.dataset import identity_mismatches
 from dynadiff_fast.experts.configs import config_from_dict
+from dynadiff_fast.state_dict import module_tensors
 
 FORMAT = "dynadiff-zoo"
 VERSION = 1
@@ -53,14 +54,9 @@ def expert_prefix(k: int) -> str:
     return f"k{k:03d}/"
 
 
-def state_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A neuraloperator module's state dict without its ``_metadata`` entry (tensors only)."""
-    return {k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
-
-
 def param_shapes(cfg: Any) -> dict[str, list]:
     """``{key: [shape, dtype]}`` of an expert built from ``cfg`` (the manifest's architecture fingerprint)."""
-    return {k: [list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in state_tensors(cfg.build()).items()}
+    return {k: [list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in module_tensors(cfg.build()).items()}
 
 
 class Zoo:

@@ -36,6 +36,7 @@ import torch
 from dynadiff_fast import io
 from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.stages.common import Command
+from dynadiff_fast.state_dict import module_tensors
 
 log = logging.getLogger("dynadiff.generate")
 
@@ -102,7 +103,7 @@ def write_expert(out: str | Path, experts, index: int, extra: dict) -> Path:
     if out.suffix != ".safetensors":
         raise ValueError(f"out: expected a path ending in .safetensors, got {str(out)!r}")
     module = experts.select(index).to_modules()[0]
-    state = {k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+    state = module_tensors(module)
     if isinstance(experts.config, ExpertConfig):
         arch, fmt = ("fno_kwargs", experts.config.fno_kwargs()), "neuraloperator-fno-state-dict"
     else:

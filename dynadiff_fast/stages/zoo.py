@@ -54,6 +54,7 @@ from dynadiff_fast.experts import train as tr
 from dynadiff_fast.experts import zoo as zoo_mod
 from dynadiff_fast.profiling import nvtx_range
 from dynadiff_fast.stages.common import Command, device_and_ranks, step_bar
+from dynadiff_fast.state_dict import module_tensors, repeat_state_dict
 
 log = logging.getLogger("dynadiff.zoo")
 
@@ -261,14 +262,14 @@ def pretrain_base(
             losses.append(tr.pretrain_epoch(model, optimizer, train, cfg.batch_size, generator, info, bar.update))
             bar.set_postfix(loss=f"{losses[-1]:.3g}")
             if info.is_main:
-                state = {"model": zoo_mod.state_tensors(model), "optimizer": optimizer.state_dict()}
+                state = {"model": module_tensors(model), "optimizer": optimizer.state_dict()}
                 state.update(generator=generator.get_state(), losses=torch.tensor(losses, dtype=torch.float64))
                 with io.atomic_path(ckpt) as tmp:
                     torch.save(state, tmp)
     bar.close()
     if info.is_main:
-        check_finite("the pretrained base model", weights=zoo_mod.state_tensors(model))
-        sha = io.save_safetensors(base_path, zoo_mod.state_tensors(model))
+        check_finite("the pretrained base model", weights=module_tensors(model))
+        sha = io.save_safetensors(base_path, module_tensors(model))
         io.write_json(record_path, {"file": zoo_mod.BASE_FILE, "sha256": sha, "train_loss": losses})
         ckpt.unlink(missing_ok=True)
     dist.barrier(info)
@@ -310,10 +311,6 @@ def check_finite(what: str, **values: torch.Tensor | dict[str, torch.Tensor]) ->
                     f"zoo: {what}: non-finite {label} (training diverged? lower --lr / --finetune-lr, "
                     "or check the dataset for NaN)"
                 )
-
-
-def _stack(state: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
-    return {k: v.unsqueeze(0).repeat(n, *([1] * v.dim())) for k, v in state.items()}
 
 
 def validate(experts, test: torch.Tensor, steps: int, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -361,7 +358,8 @@ def finetune_group(
 
     k_per = cfg.experts_per_env
     n_exp = len(envs) * k_per
-    stacked = _stack({k: v.to(train.device) for k, v in base.items()}, n_exp)
+    base = {k: v.to(train.device) for k, v in base.items()}
+    stacked = {k: v.contiguous() for k, v in repeat_state_dict(base, n_exp).items()}  # a copy each: trained apart
     generators, noise = [], []
     for e in range(n_exp):
         env, k = envs[e // k_per], e % k_per

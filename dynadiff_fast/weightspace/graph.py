@@ -55,6 +55,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dynadiff_fast.state_dict import stack_state_dicts, tensor_entries
+
 HIDDEN = "hidden"  # the FNO residual-stream channel space
 INPUT = "input"  # the network's input channels (never permuted)
 
@@ -251,7 +253,7 @@ class WeightGraph:
             return cls.from_config(module.config)
         if _is_fno(module):
             _check_fno_supported(module)
-            graph = cls._from_fno_state(_tensor_items(module.state_dict()))
+            graph = cls._from_fno_state(tensor_entries(module.state_dict()))
         else:
             graph = cls._from_plain_module(module)
         covered = set(graph.keys)
@@ -273,7 +275,7 @@ class WeightGraph:
     def from_state_dict(cls, state_dict: Mapping[str, Any]) -> WeightGraph:
         """Infer the layout from a state dict's keys and shapes (neuraloperator FNO keys, else a plain net
         whose layers are ``<name>.weight`` (+ ``<name>.bias``) in dict order)."""
-        items = _tensor_items(state_dict)
+        items = tensor_entries(state_dict)
         if any(k.startswith("fno_blocks.convs.") for k in items):
             return cls._from_fno_state(items)
         return cls._from_plain_state(items)
@@ -499,13 +501,13 @@ class WeightGraph:
                 item = item.state_dict()
             if not isinstance(item, Mapping):
                 raise TypeError(f"source[{i}]: expected a module or a state dict, got {type(item).__name__}")
-            dicts.append(self._check_state_dict(_tensor_items(item), f"source[{i}]", batched=False))
-        stacked = {k: torch.stack([d[k] for d in dicts]) for k in self.keys}
+            dicts.append(self._check_state_dict(tensor_entries(item), f"source[{i}]", batched=False))
+        stacked = stack_state_dicts(dicts, self.keys)
         return self._encode_checked(stacked)
 
     def encode_stacked(self, stacked: Mapping[str, torch.Tensor]) -> NodeTokens:
         """``{key: Tensor[E, *shape]}`` (``BatchedFNO.stacked()`` form) -> tokens; differentiable."""
-        return self._encode_checked(self._check_state_dict(_tensor_items(stacked), "stacked", batched=True))
+        return self._encode_checked(self._check_state_dict(tensor_entries(stacked), "stacked", batched=True))
 
     def _encode_checked(self, stacked: dict[str, torch.Tensor]) -> NodeTokens:
         groups = []
@@ -537,7 +539,7 @@ class WeightGraph:
     def permute_stacked(self, stacked: Mapping[str, torch.Tensor], perm, space: str = HIDDEN) -> dict:
         """Permute the channels of ``space`` in stacked weights ``{key: [E, *shape]}``: nodes of the groups
         writing to it and the input axis of the weights reading from it. The function is unchanged."""
-        stacked = self._check_state_dict(_tensor_items(stacked), "stacked", batched=True)
+        stacked = self._check_state_dict(tensor_entries(stacked), "stacked", batched=True)
         perm = self._check_perm(perm, space)
         out = {}
         for g in self.groups:
@@ -686,7 +688,7 @@ def permute_hidden(module_or_state_dict, perm, space: str = HIDDEN):
         graph = WeightGraph.from_state_dict(state)
     else:
         raise TypeError(f"module_or_state_dict: expected an nn.Module or a state dict, got {type(src).__name__}")
-    items = _tensor_items(state)
+    items = tensor_entries(state)
     permuted = graph.permute_stacked({k: v.unsqueeze(0) for k, v in items.items()}, perm, space)
     new_state = {k: v[0] for k, v in permuted.items()}
     if isinstance(src, nn.Module):
@@ -723,13 +725,6 @@ def _check_fno_supported(fno: nn.Module) -> None:
                 f"module: FNO with {name}={shown!r} is not supported by the weight graph "
                 f"(supported: {name}={None if name == 'norm' else allowed!r})"
             )
-
-
-def _tensor_items(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Tensor entries only (neuraloperator adds a ``_metadata`` dict to its state dicts)."""
-    if not isinstance(state, Mapping):
-        raise TypeError(f"state dict: expected a mapping of names to tensors, got {type(state).__name__}")
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def _groups_of(tokens, graph: WeightGraph) -> list[torch.Tensor]:

@@ -6,10 +6,11 @@ from dd_synth import ALPHAS, CFG, SynthDataset, SynthZoo
 
 from dynadiff_fast.baselines import METHODS, method_module, result_keys
 from dynadiff_fast.baselines.ccm import endpoint_basis, principal_basis, search_alpha
-from dynadiff_fast.baselines.common import Budget, Context, batched, combine, stack_state_dicts
+from dynadiff_fast.baselines.common import Budget, Context, batched, combine
 from dynadiff_fast.baselines.nn_prefix import select_nearest
 from dynadiff_fast.baselines.soup import prefix_weights
 from dynadiff_fast.eval.protocol import ProtocolConfig, make_task, score, truth
+from dynadiff_fast.state_dict import stack_state_dicts
 
 TINY = Budget(conditioned_epochs=1, context_epochs=1, context_steps=3, batch_size=8, search_points=5)
 

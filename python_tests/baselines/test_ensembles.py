@@ -5,9 +5,10 @@ import torch
 from dd_synth import SynthZoo
 
 from dynadiff_fast.baselines import ensembles, prefix_ensemble
-from dynadiff_fast.baselines.common import Budget, Context, batched, repeat_stacked
+from dynadiff_fast.baselines.common import Budget, Context, batched
 from dynadiff_fast.eval.protocol import ProtocolConfig, make_task
 from dynadiff_fast.experts.evaluate import paired_prefix_errors
+from dynadiff_fast.state_dict import repeat_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_prefix_finetune_ensemble_fits_the_prefix_and_keeps_a_spread(setup, monk
     length = task.obs.shape[1]
     roll = a.rollout(slice(0, task.n_env), task.obs[:, :1], length - 1)[:, :, 0]  # [N, K, L, ...]
     members = (roll[:, :, 1:] - task.obs[:, None, 1:]).square().flatten(2).mean(-1)  # [N, K]
-    base = batched(ctx.zoo.config, repeat_stacked(ctx.zoo.base_state_dict(), task.n_env))
+    base = batched(ctx.zoo.config, repeat_state_dict(ctx.zoo.base_state_dict(), task.n_env))
     with torch.no_grad():
         before = paired_prefix_errors(base, task.obs)
     wrong = before > 1e-6  # the base model is the exact dynamics of alpha = 0: nothing to fit there

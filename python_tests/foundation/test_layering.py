@@ -15,7 +15,7 @@ from pathlib import Path
 import dynadiff_fast
 
 FLOORS = (
-    ("_tensor", "_lazy", "io", "config", "dist", "progress", "profiling", "_backend", "ops", "metrics"),
+    ("_tensor", "_lazy", "io", "config", "state_dict", "dist", "progress", "profiling", "_backend", "ops", "metrics"),
     ("systems",),
     ("data",),
     ("experts",),
