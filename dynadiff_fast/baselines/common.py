@@ -23,6 +23,7 @@ import torch
 
 from dynadiff_fast.config import preset_of
 from dynadiff_fast.experts.evaluate import paired_prefix_errors, prefix_error  # noqa: F401  (re-exported)
+from dynadiff_fast.generative.dynadiff import N_SAMPLES
 from dynadiff_fast.state_dict import Stacked
 
 
@@ -75,7 +76,7 @@ class Context:
     budget: Budget = field(default_factory=Budget)
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    n_samples: int = 4  # DynaDiff samples per environment
+    n_samples: int = N_SAMPLES  # DynaDiff candidates K per environment
     keys: set[str] | None = None  # result keys asked for (None: all); a method may skip the others
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 

@@ -53,6 +53,7 @@ from typing import Any
 import torch
 
 from dynadiff_fast._tensor import as_tensor
+from dynadiff_fast.generative.dynadiff import N_SAMPLES
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def latent_diagnostics(
     obs: Any,
     params: Any,
     seen: Any,
-    n_samples: int = 8,
+    n_samples: int = N_SAMPLES,
     steps: int = 50,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -279,7 +280,7 @@ def memorisation_audit(
     zoo,
     obs: Any,
     frames: Any,
-    n_samples: int = 4,
+    n_samples: int = N_SAMPLES,
     seed: int = 0,
     steps: int = 50,
 ) -> dict[str, Any]:

@@ -16,7 +16,7 @@ Run directory of ``dynadiff train dit`` (``dynadiff train all`` puts it under ``
                               (path relative to this folder), latent shape, DiT + prompter configs
     config.yaml               resolved training config, versions, seed
     checkpoints/step_*/       DynaDiffModel weights + EMA (inference loads the EMA), optimizer, meta.json
-    log.jsonl           losses per logging interval
+    log.jsonl                 losses per logging interval
     quality.json              end-of-training check: generated vs zoo latents per training environment
 
 ``DynaDiffModel`` is the trained module: prompter + DiT + stored standardisations (latent mean/std from the
@@ -49,6 +49,9 @@ FORMAT = "dynadiff-dit-run"
 VERSION = 1
 MANIFEST = "dynadiff.json"
 SELECT = ("prefix", "none", "ensemble")
+# K, the candidates per environment of every request that does not name it (generate, evaluate, demo,
+# benchmark, diagnostics): best-of-8 by the prefix score.
+N_SAMPLES = 8
 PROMPT_MODES = ("real", "shuffled", "zero")
 # Standardised frames are a few units in magnitude; observations beyond this are almost surely raw physical ones.
 OFF_SCALE = 100.0
@@ -432,7 +435,7 @@ class DynaDiff:
     def generate(
         self,
         obs: Any,
-        n_samples: int = 1,
+        n_samples: int = N_SAMPLES,
         select: str = "prefix",
         steps: int = 50,
         guidance: float | None = None,

@@ -30,6 +30,7 @@ from typing import Any
 
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import io
+from dynadiff_fast.generative.dynadiff import N_SAMPLES
 from dynadiff_fast.stages.common import Command
 from dynadiff_fast.stages.demo import DEFAULT_METHODS, DemoConfig, run_demo
 from dynadiff_fast.stages.runner import Stage, run_stages
@@ -49,7 +50,7 @@ class BenchmarkConfig:
     split_seed: int = field(default=0, metadata={"help": "seed of the seen/unseen split, shared by all seeds"})
     out: str | None = field(default=None, metadata={"help": "folder (default runs/benchmark/SYSTEM_PRESET)"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
-    n_samples: int = field(default=8, metadata={"help": "DynaDiff samples per environment"})
+    n_samples: int = field(default=N_SAMPLES, metadata={"help": "DynaDiff candidates K per environment"})
     obs_len: int = field(default=10, metadata={"help": "observed frames L of the main comparison"})
     obs_budget: tuple[int, ...] = field(default=(2, 5, 10, 20), metadata={"help": "L values of the budget curve"})
     methods: tuple[str, ...] | None = field(

@@ -26,6 +26,7 @@ from pathlib import Path
 from dynadiff_fast import config as config_mod
 from dynadiff_fast import io
 from dynadiff_fast.config import PRESETS
+from dynadiff_fast.generative.dynadiff import N_SAMPLES
 from dynadiff_fast.stages.common import Command
 from dynadiff_fast.stages.runner import Stage, run_stages
 
@@ -51,7 +52,7 @@ class DemoConfig:
     split_seed: int | None = field(default=0, metadata={"help": "seed of the seen/unseen split (None: seed)"})
     device: str | None = field(default=None, metadata={"help": "cpu | cuda (default: cuda when available)"})
     experts_per_env: int | None = field(default=None, metadata={"help": "zoo experts per seen env (default: preset)"})
-    n_samples: int = field(default=8, metadata={"help": "DynaDiff samples per environment"})
+    n_samples: int = field(default=N_SAMPLES, metadata={"help": "DynaDiff candidates K per environment"})
     obs_len: int = field(default=10, metadata={"help": "observed frames L"})
     prompt_len: int = field(default=20, metadata={"help": "longest observation the prompter is trained on"})
     methods: tuple[str, ...] | None = field(

@@ -25,6 +25,7 @@ from dynadiff_fast import config as config_mod
 from dynadiff_fast import io
 from dynadiff_fast._backend import resolve_device
 from dynadiff_fast.eval.protocol import DOMAINS, ProtocolConfig, cat_scores, env_chunks, make_task, score, summarize
+from dynadiff_fast.generative.dynadiff import N_SAMPLES
 from dynadiff_fast.profiling import nvtx_range
 from dynadiff_fast.stages.common import Command
 
@@ -44,7 +45,7 @@ class EvaluateConfig:
     budget: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "baseline budget overrides, e.g. {search_points: 7}"}
     )
-    n_samples: int = field(default=4, metadata={"help": "DynaDiff samples per environment"})
+    n_samples: int = field(default=N_SAMPLES, metadata={"help": "DynaDiff candidates K per environment"})
     seed: int = field(default=0, metadata={"help": "seed of every random choice"})
     device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
     env_chunk: int | None = field(default=None, metadata={"help": "environments scored at once (None: all)"})
@@ -132,7 +133,7 @@ def evaluate(
     methods=None,
     protocol: ProtocolConfig | None = None,
     preset: str = "tiny",
-    n_samples: int = 4,
+    n_samples: int = N_SAMPLES,
     seed: int = 0,
     device: torch.device | str = "cpu",
     env_chunk: int | None = None,

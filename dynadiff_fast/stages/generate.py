@@ -35,6 +35,7 @@ import torch
 
 from dynadiff_fast import io
 from dynadiff_fast._backend import resolve_device
+from dynadiff_fast.generative.dynadiff import N_SAMPLES
 from dynadiff_fast.stages.common import Command
 from dynadiff_fast.state_dict import module_tensors
 
@@ -49,7 +50,7 @@ class GenerateConfig:
     traj: int | None = field(default=None, metadata={"help": "trajectory index (default: the first test one)"})
     start: int = field(default=0, metadata={"help": "first observed frame"})
     out: str = field(default="", metadata={"help": "output .safetensors (a .json beside it)"})
-    n_samples: int = field(default=8, metadata={"help": "candidates K (best kept by the prefix score)"})
+    n_samples: int = field(default=N_SAMPLES, metadata={"help": "candidates K (best kept by the prefix score)"})
     select: str = field(default="prefix", metadata={"help": "prefix (keep the best) | none (write candidate 0)"})
     steps: int = field(default=50, metadata={"help": "sampler steps"})
     method: str = field(default="ddim", metadata={"help": "sampler: ddim | ddpm"})
