@@ -33,7 +33,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from dynadiff_fast.weightspace.graph import NodeTokens, Segment, WeightGraph
+from dynadiff_fast.weightspace.graph import NodeTokens, WeightGraph
+from dynadiff_fast.weightspace.layout import Segment
 
 GRANULARITIES = ("element", "pair")
 
