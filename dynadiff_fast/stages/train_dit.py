@@ -235,13 +235,105 @@ def lr_at(step: int, cfg: TrainDiTConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
 
 
+@dataclass
+class TrainingSet:
+    """What every step draws from: the zoo's latents ``z [E, *latent]``, each expert's pool row and environment
+    parameters, the observation pool, and for vicinal rows (``mix_prob > 0``) the neighbourhoods, the frozen VAE
+    and graph, and the normalised zoo weights ``values [E, total_len]`` that mixed rows are encoded from."""
+
+    z: torch.Tensor
+    rows: torch.Tensor
+    params: torch.Tensor
+    pool: ObservationPool
+    envs: list[int]
+    vicinal: Any = None
+    vae: Any = None
+    graph: Any = None
+    values: torch.Tensor | None = None
+
+
+def training_set(cfg: TrainDiTConfig, zoo, ds, vae, graph, normalizer, device: torch.device) -> TrainingSet:
+    from dynadiff_fast.generative.vae import encode_zoo, zoo_tokens
+
+    envs = sorted(set(zoo.env_index.tolist()))
+    pool = ObservationPool(ds, envs, cfg.max_traj, cfg.obs_window, cfg.pool_gb)
+    z = encode_zoo(zoo, vae, graph, normalizer, device)
+    rows = torch.tensor([pool.row[int(e)] for e in zoo.env_index])  # expert -> pool row
+    data = TrainingSet(z, rows, zoo.params.float().to(device), pool, envs)
+    data.vicinal = vicinal_mod.zoo_vicinity(zoo, cfg.mix_prob, cfg.mix_span)
+    if data.vicinal is not None:  # mixed rows' latents: the VAE encoding of the mixed weights, each step
+        data.vae, data.graph = vae.eval().requires_grad_(False), graph
+        data.values = normalizer.normalize(zoo_tokens(zoo, graph)).packed()[0].to(device)
+    return data
+
+
+def build_models(manifest: dict, data: TrainingSet, zoo, cfg: TrainDiTConfig, device: torch.device):
+    """The model (standardisations fitted on the zoo and on 512 observation windows), its EMA and AdamW;
+    identically initialised on every rank."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(manifest).to(device)
+    model.fit_latent_stats(data.z)
+    model.fit_param_stats(zoo.params)
+    g_fit = torch.Generator().manual_seed(cfg.seed)
+    rows = data.rows[torch.randint(len(data.rows), (512,), generator=g_fit)]
+    fit_obs, fit_len = data.pool.sample(rows, cfg.obs_len, g_fit)
+    model.prompter.fit_normalization(fit_obs.to(device), fit_len.to(device))
+    ema = build_model(manifest).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return model, ema, opt
+
+
+def sample_batch(data: TrainingSet, model: DynaDiffModel, cfg: TrainDiTConfig, size: int, g: torch.Generator,
+                 device: torch.device):  # fmt: skip
+    """One step's rows: ``(obs, lengths, z, params, n, eps, drop)`` on ``device`` and, for vicinal training,
+    ``mix = (partner obs, partner lengths, partner params, lambda)`` with ``z`` the mixed weights' encoding."""
+    from dynadiff_fast.weightspace.graph import NodeTokens
+
+    idx = torch.randint(len(data.rows), (size,), generator=g)
+    obs, lengths = data.pool.sample(data.rows[idx], cfg.obs_len, g)
+    n = torch.randint(0, model.schedule.T, (size,), generator=g)
+    eps = torch.randn((size, *data.z.shape[1:]), generator=g)
+    drop = torch.rand(size, generator=g) < model.cfg.cond_dropout
+    z, params = data.z[idx.to(data.z.device)], data.params[idx.to(device)]
+    batch = [t.to(device) for t in (obs, lengths, z, params, n, eps, drop)]
+    if data.vicinal is None:
+        return batch, None
+    partner, lam = data.vicinal.sample(idx, g)
+    obs_b, lengths_b = data.pool.sample(data.rows[partner], cfg.obs_len, g)
+    mixed = vicinal_mod.mix(data.values[idx.to(device)], data.values[partner.to(device)], lam.to(device))
+    with torch.no_grad():
+        batch[2] = data.vae.encode(NodeTokens.from_packed(mixed, data.graph))[0].float()
+    return batch, tuple(t.to(device) for t in (obs_b, lengths_b, data.params[partner.to(device)], lam))
+
+
+def save_step(out: Path, cfg: TrainDiTConfig, info, model, ema, opt, g: torch.Generator, data: TrainingSet,
+              step: int, losses: dict[str, float]) -> None:  # fmt: skip
+    """Checkpoint ``step`` with every rank's generator state; the reference prompts (the shuffled-prompt
+    control) are refreshed first with the weights being saved."""
+    from dynadiff_fast.generative.checkpoint import save_checkpoint
+
+    for m in (model, ema):
+        m.reference_prompts.copy_(reference_prompts(m, data.pool, cfg.obs_len))
+        m.reference_env.copy_(torch.tensor(data.envs))
+    states = [g.get_state()]
+    if info.distributed:
+        import torch.distributed as tdist
+
+        states = [None] * info.world_size
+        tdist.all_gather_object(states, g.get_state())
+    if info.is_main:
+        save_checkpoint(out, model, step=step, ema=ema, optimizer=opt, state={"generators": states},
+                        meta={"losses": losses, "config": config_mod.to_dict(cfg)})  # fmt: skip
+
+
 def train_dit(cfg: TrainDiTConfig) -> Path:
     """Train (or resume) the DiT + prompter described by ``cfg``; returns the run folder."""
     from dynadiff_fast.data import EnvDataset
     from dynadiff_fast.experts.zoo import Zoo
-    from dynadiff_fast.generative.checkpoint import load_checkpoint, save_checkpoint, unwrap, update_ema
-    from dynadiff_fast.generative.vae import encode_zoo, load_vae, zoo_tokens
-    from dynadiff_fast.weightspace.graph import NodeTokens
+    from dynadiff_fast.generative.checkpoint import load_checkpoint, unwrap, update_ema
+    from dynadiff_fast.generative.vae import load_vae
 
     cfg = resolve(cfg)
     device, info = device_and_ranks(cfg.device, cfg.batch_size)
@@ -250,39 +342,18 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
         with io.output_lock(out, "dynadiff train dit", enabled=info.is_main):
             zoo = Zoo.open(cfg.zoo)
             vae, graph, normalizer, vae_meta = load_vae(cfg.vae, zoo)
-            vae = vae.to(device)
             with EnvDataset.open(cfg.data) as ds:
                 check_compatible(ds, zoo, vae_meta)
-                envs = sorted(set(zoo.env_index.tolist()))
-                pool = ObservationPool(ds, envs, cfg.max_traj, cfg.obs_window, cfg.pool_gb)
+                data = training_set(cfg, zoo, ds, vae.to(device), graph, normalizer, device)
                 if info.is_main:
                     out.mkdir(parents=True, exist_ok=True)
-                    manifest = write_manifest(out, cfg, ds, zoo, vae.latent_shape, envs)
+                    manifest = write_manifest(out, cfg, ds, zoo, vae.latent_shape, data.envs)
                     config_mod.save_resolved(cfg, out / "config.yaml", seed=cfg.seed)
                 dist.barrier(info)
                 if not info.is_main:
                     manifest = io.read_json(out / MANIFEST, "DynaDiff run manifest")
-            z = encode_zoo(zoo, vae, graph, normalizer, device)
-            rows = torch.tensor([pool.row[int(e)] for e in zoo.env_index])  # expert -> pool row
-            params = zoo.params.float().to(device)
-            vicinal = vicinal_mod.zoo_vicinity(zoo, cfg.mix_prob, cfg.mix_span)
-            if vicinal is not None:  # mixed rows' latents: the VAE encoding of the mixed weights, each step
-                vae.eval().requires_grad_(False)
-                values = normalizer.normalize(zoo_tokens(zoo, graph)).packed()[0].to(device)
-            else:
-                del vae
-
-            torch.manual_seed(cfg.seed)  # identical initialisation on every rank
-            model = build_model(manifest).to(device)
-            model.fit_latent_stats(z)
-            model.fit_param_stats(zoo.params)
-            g_fit = torch.Generator().manual_seed(cfg.seed)
-            fit_obs, fit_len = pool.sample(rows[torch.randint(len(rows), (512,), generator=g_fit)], cfg.obs_len, g_fit)
-            model.prompter.fit_normalization(fit_obs.to(device), fit_len.to(device))
-            ema = build_model(manifest).to(device)
-            ema.load_state_dict(model.state_dict())
-            ema.requires_grad_(False)
-            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            del vae  # kept in ``data`` for vicinal rows only
+            model, ema, opt = build_models(manifest, data, zoo, cfg, device)
 
             step, g = 0, torch.Generator().manual_seed(cfg.seed + 7919 * info.rank)
             meta = load_checkpoint(out, model, ema=ema, optimizer=opt, map_location=device)
@@ -298,45 +369,14 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
 
                 ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-            def save(step: int, losses: dict[str, float]) -> None:
-                # Refresh the reference prompts (shuffled-prompt control) with the weights being saved.
-                for m in (model, ema):
-                    m.reference_prompts.copy_(reference_prompts(m, pool, cfg.obs_len))
-                    m.reference_env.copy_(torch.tensor(envs))
-                states = [g.get_state()]
-                if info.distributed:
-                    import torch.distributed as tdist
-
-                    states = [None] * info.world_size
-                    tdist.all_gather_object(states, g.get_state())
-                if info.is_main:
-                    save_checkpoint(out, model, step=step, ema=ema, optimizer=opt, state={"generators": states},
-                                    meta={"losses": losses, "config": config_mod.to_dict(cfg)})  # fmt: skip
-
             local_b = cfg.batch_size // info.world_size
-            T = model.schedule.T
             bar = step_bar(cfg.steps, step, "train dit", cfg.progress, info)
             acc, n_acc, t0 = {"diffusion": 0.0, "aux": 0.0}, 0, time.perf_counter()
             losses: dict[str, float] = {}
             model.train()
             while step < cfg.steps:
                 with nvtx_range("dit/batch"):
-                    idx = torch.randint(len(rows), (local_b,), generator=g)
-                    obs, lengths = pool.sample(rows[idx], cfg.obs_len, g)
-                    n = torch.randint(0, T, (local_b,), generator=g)
-                    eps = torch.randn((local_b, *z.shape[1:]), generator=g)
-                    drop = torch.rand(local_b, generator=g) < model.cfg.cond_dropout
-                    batch = [
-                        t.to(device) for t in (obs, lengths, z[idx.to(z.device)], params[idx.to(device)], n, eps, drop)
-                    ]
-                    mix = None
-                    if vicinal is not None:
-                        partner, lam = vicinal.sample(idx, g)
-                        obs_b, lengths_b = pool.sample(rows[partner], cfg.obs_len, g)
-                        mixed = vicinal_mod.mix(values[idx.to(device)], values[partner.to(device)], lam.to(device))
-                        with torch.no_grad():
-                            batch[2] = vae.encode(NodeTokens.from_packed(mixed, graph))[0].float()
-                        mix = tuple(t.to(device) for t in (obs_b, lengths_b, params[partner.to(device)], lam))
+                    batch, mix = sample_batch(data, model, cfg, local_b, g, device)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, cfg)
                 with nvtx_range("dit/step"):
@@ -365,10 +405,10 @@ def train_dit(cfg: TrainDiTConfig) -> Path:
                         append_log(out / LOG_FILE, {"step": step, **losses, "steps_per_s": rate})
                     acc, n_acc, t0 = dict.fromkeys(acc, 0.0), 0, time.perf_counter()
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    save(step, losses)
+                    save_step(out, cfg, info, model, ema, opt, g, data, step, losses)
             bar.close()
             if info.is_main:
-                quality = latent_quality(ema, z, rows, seed=cfg.seed)
+                quality = latent_quality(ema, data.z, data.rows, seed=cfg.seed)
                 io.write_json(out / "quality.json", {"step": step, **quality})
                 log.info("train dit: %s finished at step %d (losses %s; latent quality %s)", out, step,
                          json.dumps(losses), json.dumps(quality["summary"]))  # fmt: skip
