@@ -178,15 +178,9 @@ def choose_substeps(system, rate: torch.Tensor, duration: float, t: float, param
     if not system.substeps:
         peak = float(rate.max())
         return max(1, math.ceil(duration * peak / system.cfl - 1e-9)) if math.isfinite(peak) else 1
-    courant = rate * (duration / system.substeps)
-    bad = courant > COURANT_LIMIT
-    if bad.any():
-        i = int(bad.nonzero()[0])
-        env = dict(zip(system.param_names, params[i].tolist()))
-        raise SolverInstability(
-            f"{system.name}: trajectory {i} ({env}) would reach Courant number {float(courant[i]):.3g} > limit "
-            f"{COURANT_LIMIT} in the frame ending at t={t:.4g} with substeps={system.substeps}; raise substeps or use 0 (automatic)"
-        )
+    _refuse_courant(
+        system, rate * (duration / system.substeps), params, "trajectory", f"in the frame ending at t={t:.4g}"
+    )
     return system.substeps
 
 
@@ -195,15 +189,18 @@ def check_static_courant(system, rate: torch.Tensor, params: torch.Tensor) -> No
     if not system.substeps:
         return
     dt = system.dt_frame / system.substeps
-    courant = rate * dt
+    _refuse_courant(system, rate * dt, params, "environment row", f"a priori (dt={dt:.3g})")
+
+
+def _refuse_courant(system, courant: torch.Tensor, params: torch.Tensor, row: str, when: str) -> None:
+    """``SolverInstability`` naming the first row whose Courant number exceeds ``COURANT_LIMIT`` (if any)."""
     bad = courant > COURANT_LIMIT
     if bad.any():
         i = int(bad.nonzero()[0])
         env = dict(zip(system.param_names, params[i].tolist()))
         raise SolverInstability(
-            f"{system.name}: environment row {i} ({env}) has an estimated Courant number {float(courant[i]):.3g} "
-            f"> limit {COURANT_LIMIT} with substeps={system.substeps} (dt={dt:.3g}); raise substeps or set "
-            "substeps=0 (automatic)"
+            f"{system.name}: {row} {i} ({env}) reaches Courant number {float(courant[i]):.3g} > limit "
+            f"{COURANT_LIMIT} {when} with substeps={system.substeps}; raise substeps or use 0 (automatic)"
         )
 
 
