@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynadiff_fast.experts.configs import ExpertConfig
-from dynadiff_fast.experts.stacked import StackedExperts
+from dynadiff_fast.experts.stacked import StackedExperts, check_stacked_shapes, check_state_dict
 from dynadiff_fast.ops.spectral_mix import spectral_mix
 from dynadiff_fast.state_dict import module_tensors, stack_state_dicts, tensor_entries
 
@@ -224,7 +224,7 @@ class BatchedFNO(StackedExperts):
             raise ValueError("state_dicts: expected at least one state dict, got an empty list")
         spec = param_spec(config)
         for i, sd in enumerate(state_dicts):
-            _check_keys(spec, tensor_entries(sd), f"state_dicts[{i}]")
+            check_state_dict({k: shape for k, (shape, _) in spec.items()}, tensor_entries(sd), f"state_dicts[{i}]")
         stacked = stack_state_dicts([tensor_entries(sd) for sd in state_dicts], spec)
         return cls(config, {k: v.detach() for k, v in stacked.items()}, parameters=True, backend=backend)
 
@@ -373,37 +373,15 @@ class BatchedFNO(StackedExperts):
         return max(1, min(self.num_experts, CHUNK_BYTES // max(per_expert, 1)))
 
 
-def _check_keys(spec: Mapping, items: Mapping[str, torch.Tensor], name: str) -> None:
-    missing = sorted(set(spec) - set(items))
-    extra = sorted(set(items) - set(spec))
-    if missing or extra:
-        raise ValueError(
-            f"{name}: does not match the architecture (missing keys {missing[:4]}{'...' if len(missing) > 4 else ''}, "
-            f"unexpected keys {extra[:4]}{'...' if len(extra) > 4 else ''})"
-        )
-    for k, (shape, _) in spec.items():
-        if tuple(items[k].shape) != shape:
-            raise ValueError(f"{name}[{k!r}]: shape {tuple(items[k].shape)}, the architecture needs {shape}")
-
-
 def _check_stacked(config: ExpertConfig, weights: Mapping[str, torch.Tensor]) -> int:
-    """Validate stacked weights against ``config``; return E."""
+    """Validate stacked weights against ``config`` (spectral weights complex, the rest real, one precision);
+    return E."""
     spec = param_spec(config)
     items = tensor_entries(weights)
-    missing = sorted(set(spec) - set(items))
-    extra = sorted(set(items) - set(spec))
-    if missing or extra:
-        raise ValueError(f"weights: missing keys {missing[:4]}, unexpected keys {extra[:4]} for {config}")
-    sizes = {items[k].shape[0] if items[k].dim() else None for k in spec}
-    if len(sizes) != 1 or None in sizes:
-        raise ValueError(
-            f"weights: every tensor needs the same leading expert axis E, got sizes {sorted(map(str, sizes))}"
-        )
+    E = check_stacked_shapes({k: shape for k, (shape, _) in spec.items()}, items, config)
     real = None
-    for k, (shape, dtype) in spec.items():
+    for k, (_, dtype) in spec.items():
         t = items[k]
-        if tuple(t.shape[1:]) != shape:
-            raise ValueError(f"weights[{k!r}]: shape {tuple(t.shape)}, expected [E, {', '.join(map(str, shape))}]")
         if dtype.is_complex != t.dtype.is_complex or not (t.dtype.is_complex or t.dtype.is_floating_point):
             kind = "complex" if dtype.is_complex else "real floating"
             raise TypeError(f"weights[{k!r}]: dtype {t.dtype}, expected a {kind} dtype")
@@ -411,7 +389,4 @@ def _check_stacked(config: ExpertConfig, weights: Mapping[str, torch.Tensor]) ->
         if real is not None and r != real:
             raise TypeError(f"weights[{k!r}]: precision {t.dtype} differs from the other weights ({real})")
         real = r
-    (E,) = sizes
-    if E < 1:
-        raise ValueError("weights: E must be >= 1")
     return E

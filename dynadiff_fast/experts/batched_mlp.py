@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from dynadiff_fast.experts.configs import MLPExpert, MLPExpertConfig
-from dynadiff_fast.experts.stacked import StackedExperts
+from dynadiff_fast.experts.stacked import StackedExperts, check_stacked_shapes, check_state_dict
 from dynadiff_fast.state_dict import stack_state_dicts
 
 
@@ -114,7 +114,7 @@ class BatchedMLP(StackedExperts):
             raise ValueError("state_dicts: expected at least one state dict, got an empty list")
         spec = param_spec(config)
         for i, sd in enumerate(state_dicts):
-            _check_keys(spec, sd, f"state_dicts[{i}]")
+            check_state_dict(spec, sd, f"state_dicts[{i}]")
         stacked = stack_state_dicts(state_dicts, spec)
         return cls(config, {k: v.detach() for k, v in stacked.items()}, parameters=True)
 
@@ -204,37 +204,11 @@ class BatchedMLP(StackedExperts):
         return x[None] if x.dim() == 2 else x
 
 
-def _check_keys(spec: Mapping[str, tuple[int, ...]], items: Mapping[str, torch.Tensor], name: str) -> None:
-    missing = sorted(set(spec) - set(items))
-    extra = sorted(set(items) - set(spec))
-    if missing or extra:
-        raise ValueError(f"{name}: does not match the architecture (missing keys {missing}, unexpected keys {extra})")
-    for k, shape in spec.items():
-        if tuple(items[k].shape) != shape:
-            raise ValueError(f"{name}[{k!r}]: shape {tuple(items[k].shape)}, the architecture needs {shape}")
-
-
 def _check_stacked(config: MLPExpertConfig, weights: Mapping[str, torch.Tensor]) -> int:
-    """Validate stacked weights against ``config``; return E."""
+    """Validate stacked weights against ``config`` (one real floating dtype); return E."""
     spec = param_spec(config)
-    missing = sorted(set(spec) - set(weights))
-    extra = sorted(set(weights) - set(spec))
-    if missing or extra:
-        raise ValueError(f"weights: missing keys {missing}, unexpected keys {extra} for {config}")
-    sizes = {weights[k].shape[0] if weights[k].dim() else None for k in spec}
-    if len(sizes) != 1 or None in sizes:
-        raise ValueError(
-            f"weights: every tensor needs the same leading expert axis E, got sizes {sorted(map(str, sizes))}"
-        )
+    E = check_stacked_shapes(spec, weights, config)
     dtypes = {weights[k].dtype for k in spec}
     if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
         raise TypeError(f"weights: expected one real floating dtype for every tensor, got {sorted(map(str, dtypes))}")
-    for k, shape in spec.items():
-        if tuple(weights[k].shape[1:]) != shape:
-            raise ValueError(
-                f"weights[{k!r}]: shape {tuple(weights[k].shape)}, expected [E, {', '.join(map(str, shape))}]"
-            )
-    (E,) = sizes
-    if E < 1:
-        raise ValueError("weights: E must be >= 1")
     return E

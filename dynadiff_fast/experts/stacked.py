@@ -92,6 +92,49 @@ class StackedExperts(nn.Module):
         return cls.from_stacked(first.config, weights, **first.settings())
 
 
+def _keys_problem(shapes: Mapping[str, Any], items: Mapping[str, torch.Tensor]) -> str | None:
+    missing, extra = sorted(set(shapes) - set(items)), sorted(set(items) - set(shapes))
+    if not (missing or extra):
+        return None
+    return f"missing keys {_first4(missing)}, unexpected keys {_first4(extra)}"
+
+
+def _first4(keys: list[str]) -> str:
+    return f"{keys[:4]}{'...' if len(keys) > 4 else ''}"
+
+
+def check_state_dict(shapes: Mapping[str, tuple[int, ...]], items: Mapping[str, torch.Tensor], name: str) -> None:
+    """One expert's tensors ``items`` against the architecture's ``{key: shape}``; a mismatch names the key."""
+    problem = _keys_problem(shapes, items)
+    if problem:
+        raise ValueError(f"{name}: does not match the architecture ({problem})")
+    for k, shape in shapes.items():
+        if tuple(items[k].shape) != shape:
+            raise ValueError(f"{name}[{k!r}]: shape {tuple(items[k].shape)}, the architecture needs {shape}")
+
+
+def check_stacked_shapes(shapes: Mapping[str, tuple[int, ...]], items: Mapping[str, torch.Tensor], config: Any) -> int:
+    """Stacked tensors ``{key: [E, *shape]}`` against the architecture's ``{key: shape}``: the same keys, one
+    leading expert axis ``E >= 1`` on every tensor; returns E. (Dtypes are each container's own check.)"""
+    problem = _keys_problem(shapes, items)
+    if problem:
+        raise ValueError(f"weights: {problem} for {config}")
+    sizes = {items[k].shape[0] if items[k].dim() else None for k in shapes}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            f"weights: every tensor needs the same leading expert axis E, got sizes {sorted(map(str, sizes))}"
+        )
+    for k, shape in shapes.items():
+        if tuple(items[k].shape[1:]) != shape:
+            raise ValueError(
+                f"weights[{k!r}]: shape {tuple(items[k].shape)}, expected [E, {', '.join(map(str, shape))}]"
+            )
+    (E,) = sizes
+    if E < 1:
+        raise ValueError("weights: E must be >= 1")
+    return E
+
+
 def experts_type(config: Any) -> type[StackedExperts]:
     """The container of ``config``'s experts: ``BatchedFNO`` for an ``ExpertConfig``, ``BatchedMLP`` for an
     ``MLPExpertConfig``."""
